@@ -1,0 +1,29 @@
+"""Contrastive losses: `(batch, views, dim)` embeddings in, `(batch,)` out."""
+
+from keras_contrast.losses.clip import CLIPLoss
+from keras_contrast.losses.clip import clip_loss
+from keras_contrast.losses.contrastive_loss import ContrastiveLoss
+from keras_contrast.losses.dcl import DCL
+from keras_contrast.losses.dcl import DCLW
+from keras_contrast.losses.dcl import dcl
+from keras_contrast.losses.dcl import dclw
+from keras_contrast.losses.info_nce import InfoNCE
+from keras_contrast.losses.info_nce import NTXent
+from keras_contrast.losses.info_nce import info_nce
+from keras_contrast.losses.mocov3 import MoCoV3Loss
+from keras_contrast.losses.mocov3 import mocov3_loss
+
+__all__ = [
+    "CLIPLoss",
+    "ContrastiveLoss",
+    "DCL",
+    "DCLW",
+    "InfoNCE",
+    "MoCoV3Loss",
+    "NTXent",
+    "clip_loss",
+    "dcl",
+    "dclw",
+    "info_nce",
+    "mocov3_loss",
+]

@@ -1,0 +1,386 @@
+"""Shared machinery of the contrastive losses: checks, gather, masked softmax."""
+
+import math
+
+import keras
+import tensorflow as tf
+from keras import ops
+
+from keras_contrast import distribute
+
+NEGATIVES = ("all", "cross")
+_REDUCTIONS_MEAN = ("sum_over_batch_size", "mean", "mean_with_sample_weight")
+
+
+def check_positive(name, value):
+    """Raises a ValueError unless a Python number `value` is finite and > 0."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return  # Tensors are checked at run time.
+    if not math.isfinite(value) or value <= 0:
+        raise ValueError(f"`{name}` must be a finite number > 0, got {value}.")
+
+
+def check_negatives(negatives):
+    if negatives not in NEGATIVES:
+        raise ValueError(
+            f"`negatives` must be one of {NEGATIVES}, got {negatives!r}."
+        )
+
+
+def check_embeddings(y_pred, num_views, loss_name):
+    """Static checks of the `(batch, views, dim)` layout."""
+    shape = y_pred.shape
+    if shape.rank is not None and shape.rank != 3:
+        raise ValueError(
+            f"{loss_name}: `y_pred` must have rank 3 (batch, views, dim), got "
+            f"shape {tuple(shape)}."
+        )
+    if shape.rank == 3 and shape[1] is not None and shape[1] != num_views:
+        raise ValueError(
+            f"{loss_name}: `y_pred` must hold {num_views} views on axis 1 "
+            f"(batch, {num_views}, dim), got shape {tuple(shape)}."
+        )
+    if shape.rank == 3 and shape[0] == 1 and distribute.num_replicas() == 1:
+        raise ValueError(
+            f"{loss_name}: a batch of one sample has no negatives; `y_pred` "
+            f"has shape {tuple(shape)}. Use a batch of at least 2 samples."
+        )
+
+
+def check_labels(y_true, y_pred, loss_name):
+    """Returns class ids as int32 `(batch,)`, or None when `y_true` is None."""
+    if y_true is None:
+        return None
+    y_true = tf.convert_to_tensor(y_true)
+    if y_true.shape.rank == 2 and y_true.shape[1] == 1:
+        y_true = tf.squeeze(y_true, axis=1)
+    if y_true.shape.rank is not None and y_true.shape.rank != 1:
+        raise ValueError(
+            f"{loss_name}: `y_true` must be None or integer class ids of shape "
+            f"(batch,), got shape {tuple(y_true.shape)}."
+        )
+    batch, label_batch = y_pred.shape[0], y_true.shape[0]
+    if batch is not None and label_batch is not None and batch != label_batch:
+        raise ValueError(
+            f"{loss_name}: `y_true` has {label_batch} labels but `y_pred` "
+            f"holds {batch} samples."
+        )
+    if y_true.dtype.is_floating:
+        y_true = tf.round(y_true)
+    return tf.cast(y_true, tf.int32)
+
+
+def prepare_embeddings(y_pred, normalize, loss_name):
+    """Casts to float32 (softmax precision under mixed policies), checks for
+    non-finite values, and L2-normalises the last axis if asked."""
+    z = tf.cast(tf.convert_to_tensor(y_pred), tf.float32)
+    z = tf.debugging.assert_all_finite(
+        z, f"{loss_name}: `y_pred` contains NaN or Inf embeddings."
+    )
+    if normalize:
+        squared_norm = tf.reduce_sum(tf.square(z), axis=-1, keepdims=True)
+        z = z * tf.math.rsqrt(tf.maximum(squared_norm, 1e-12))
+    return z
+
+
+def temperature_tensor(temperature, loss_name):
+    """Temperature as a scalar float32 tensor, asserted > 0 at run time."""
+    temperature = tf.cast(temperature, tf.float32)
+    if temperature.shape.rank:
+        raise ValueError(
+            f"{loss_name}: `temperature` must be a scalar, got shape "
+            f"{tuple(temperature.shape)}."
+        )
+    check = tf.debugging.assert_positive(
+        temperature, message=f"{loss_name}: `temperature` must be > 0."
+    )
+    with tf.control_dependencies([check]):
+        return tf.identity(temperature)
+
+
+class GlobalBatch:
+    """The global (gathered) view of this replica's local embeddings.
+
+    Attributes:
+        local: list of `(b, dim)` float32 tensors, one per view, this replica.
+        views: list of `(N, dim)` tensors, every replica's rows (with
+            gradients), identical to `local` outside a strategy.
+        offset: int32 scalar, first global row of this replica.
+        size: int32 scalar, N.
+        labels: int32 `(N,)` gathered class ids, or None.
+        local_labels: int32 `(b,)`, or None.
+    """
+
+    def __init__(self, z, labels, gather, loss_name, gathered_views=None,
+                 stop_gradient_views=()):
+        self.local = [z[:, v] for v in range(z.shape[1])]
+        if gathered_views is None:
+            gathered_views = range(len(self.local))
+        local_batch = tf.shape(z)[0]
+        self.views = list(self.local)
+        self.offset = tf.constant(0, tf.int32)
+        if gather:
+            # Only the views used as candidates are gathered: an unused
+            # collective would still have to be matched by every replica.
+            for v in gathered_views:
+                view = self.local[v]
+                if v in stop_gradient_views:
+                    view = tf.stop_gradient(view)
+                self.views[v] = distribute.all_gather(view)
+            self.offset = distribute.local_batch_offset(local_batch)
+        self.size = tf.shape(self.views[gathered_views[0]])[0]
+        self.local_labels = labels
+        self.labels = None
+        if labels is not None:
+            self.labels = distribute.all_gather(labels) if gather else labels
+        # Asserts are stateful ops: tf.function runs them without explicit
+        # control dependencies.
+        tf.debugging.assert_greater_equal(
+            self.size,
+            2,
+            message=(
+                f"{loss_name}: the global batch holds fewer than 2 samples, so "
+                "there are no negatives."
+            ),
+        )
+
+    def rows(self):
+        """Global row index of each local sample, int32 `(b,)`."""
+        return tf.range(tf.shape(self.local[0])[0]) + self.offset
+
+
+def masked_contrast(
+    anchors,
+    candidates,
+    temperature,
+    positive_mask,
+    self_mask=None,
+    drop_positives_from_denominator=False,
+    positive_weight=None,
+):
+    """Per-anchor contrastive loss against a masked set of candidates.
+
+    For anchor a with logits s_ak = <a, c_k>/τ:
+
+        L_a = -w_a · mean_{p ∈ P(a)} s_ap + log Σ_{k ∈ D(a)} exp(s_ak)
+
+    with D(a) = all candidates but a itself (InfoNCE, SupCon L_out), or
+    without the positives as well (DCL eq. 6). The log-sum-exp is stable:
+    masked logits are -inf and the row maximum is subtracted.
+
+    Args:
+        anchors: `(b, dim)` float32.
+        candidates: `(M, dim)` float32.
+        temperature: scalar float32 tensor.
+        positive_mask: bool `(b, M)`.
+        self_mask: bool `(b, M)` or None, the anchor's own column.
+        drop_positives_from_denominator: bool, DCL.
+        positive_weight: `(b,)` or None, DCLW's w_i.
+
+    Returns:
+        `(b,)` float32 per-anchor losses.
+    """
+    logits = tf.matmul(anchors, candidates, transpose_b=True) / temperature
+    positive_mask = tf.cast(positive_mask, tf.bool)
+    excluded = tf.zeros_like(positive_mask)
+    if self_mask is not None:
+        excluded = tf.logical_or(excluded, self_mask)
+    if drop_positives_from_denominator:
+        excluded = tf.logical_or(excluded, positive_mask)
+    denominator_logits = tf.where(
+        excluded, tf.constant(-math.inf, logits.dtype), logits
+    )
+    log_denominator = tf.reduce_logsumexp(denominator_logits, axis=1)
+    positives = tf.cast(positive_mask, logits.dtype)
+    positive_logit = tf.reduce_sum(positives * logits, axis=1) / tf.reduce_sum(
+        positives, axis=1
+    )
+    if positive_weight is not None:
+        positive_logit = positive_weight * positive_logit
+    return log_denominator - positive_logit
+
+
+def pair_masks(batch, anchor_view, negatives):
+    """Positive and self masks of the two-view losses, without labels.
+
+    With N global samples, anchor i of view v (global row r = offset + i),
+    `negatives="all"` scores it against the 2N columns [view 0 | view 1]:
+
+        columns   0 ........ N-1 | N ....... 2N-1
+        view 0    z_0^(0) ... z_{N-1}^(0) | z_0^(1) ... z_{N-1}^(1)
+        self      r + v·N             positive   r + (1-v)·N
+
+    `negatives="cross"` scores it against the N columns of the other view
+    only; the positive is column r and there is no self column.
+
+    Returns:
+        (candidates `(M, dim)`, positive_mask `(b, M)`, self_mask or None).
+    """
+    rows = batch.rows()
+    other = 1 - anchor_view
+    if negatives == "cross":
+        candidates = batch.views[other]
+        columns = tf.range(batch.size)
+        positive_mask = rows[:, None] == columns[None, :]
+        if batch.local_labels is not None:
+            positive_mask = batch.local_labels[:, None] == batch.labels[None, :]
+        return candidates, positive_mask, None
+    candidates = tf.concat(batch.views, axis=0)
+    columns = tf.range(2 * batch.size)
+    self_mask = (rows + anchor_view * batch.size)[:, None] == columns[None, :]
+    if batch.local_labels is not None:
+        candidate_labels = tf.concat([batch.labels, batch.labels], axis=0)
+        same_class = batch.local_labels[:, None] == candidate_labels[None, :]
+        positive_mask = tf.logical_and(same_class, tf.logical_not(self_mask))
+    else:
+        positive_column = rows + other * batch.size
+        positive_mask = positive_column[:, None] == columns[None, :]
+    return candidates, positive_mask, self_mask
+
+
+def reduce_contrastive(values, sample_weight, reduction):
+    """Reduces per-sample losses so that the strategy's sum is exact.
+
+    Keras divides each replica's mean by the number of replicas R and sums
+    the replicas' gradients; that equals the global mean only when every
+    replica holds the same number of samples. Dividing this replica's sum
+    by the *global* sample count (or weight) instead is exact for any
+    split, including the uneven last batch of an epoch.
+    """
+    if sample_weight is not None:
+        sample_weight = tf.cast(sample_weight, values.dtype)
+        sample_weight = tf.reshape(sample_weight, [-1])
+        values = values * sample_weight
+    if reduction is None or reduction == "none":
+        return values
+    total = tf.reduce_sum(values)
+    if reduction == "sum":
+        return total
+    if reduction == "mean_with_sample_weight" and sample_weight is not None:
+        local_count = tf.reduce_sum(sample_weight)
+        global_count = tf.reduce_sum(
+            tf.stop_gradient(distribute.all_gather(tf.reshape(local_count, [1])))
+        )
+    else:
+        global_count = tf.cast(
+            tf.reduce_sum(distribute.gathered_sizes(tf.shape(values)[0])),
+            values.dtype,
+        )
+    return tf.math.divide_no_nan(total, global_count)
+
+
+class ContrastiveLoss(keras.losses.Loss):
+    """Base class of the contrastive losses: `(batch, views, dim)` in,
+    per-sample losses out, exact under a `tf.distribute` strategy.
+
+    Subclasses implement `contrast(labels, y_pred, temperature)` returning
+    the per-sample `(batch,)` loss (the pure function of the loss) and set
+    `num_views`.
+
+    Args:
+        temperature: float > 0.
+        gather: bool. Gather embeddings across replicas (with gradients).
+        normalize: bool. L2-normalise the embeddings first.
+        reduction: a Keras reduction. The mean reductions divide by the
+            global number of samples, so they stay exact when replicas
+            hold different numbers of samples.
+        name: str.
+        dtype: dtype of the returned loss (computation is float32).
+    """
+
+    num_views = 2
+
+    def __init__(
+        self,
+        temperature=0.1,
+        gather=True,
+        normalize=True,
+        reduction="sum_over_batch_size",
+        name=None,
+        dtype=None,
+    ):
+        super().__init__(name=name, reduction=reduction, dtype=dtype)
+        check_positive("temperature", temperature)
+        self.temperature = temperature
+        self.gather = bool(gather)
+        self.normalize = bool(normalize)
+
+    def __call__(self, y_true, y_pred, sample_weight=None, temperature=None):
+        """Computes the reduced loss.
+
+        Unlike `keras.losses.Loss.__call__`, accepts `y_true=None` (what
+        `model.fit(x)` without labels passes) and an optional `temperature`
+        tensor that overrides the configured one (a learnable temperature
+        fed by a model's `compute_loss`).
+        """
+        with tf.name_scope(self.name):
+            if temperature is None:
+                temperature = self.temperature
+            else:
+                check_positive("temperature", temperature)
+            values = self.contrast(y_true, y_pred, temperature)
+            values = reduce_contrastive(values, sample_weight, self.reduction)
+            return tf.cast(values, self.dtype)
+
+    def call(self, y_true, y_pred):
+        return self.contrast(y_true, y_pred, self.temperature)
+
+    def contrast(self, y_true, y_pred, temperature):
+        raise NotImplementedError
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(
+            {
+                "temperature": self.temperature,
+                "gather": self.gather,
+                "normalize": self.normalize,
+            }
+        )
+        return config
+
+
+def two_view_loss(
+    y_true,
+    y_pred,
+    temperature,
+    negatives,
+    gather,
+    normalize,
+    loss_name,
+    use_labels=True,
+    decoupled=False,
+    positive_weight_fn=None,
+):
+    """Per-sample mean of the two anchor losses (view 0 → 1, view 1 → 0).
+
+    Shared by InfoNCE, DCL, DCLW and CLIP, which differ only in the
+    denominator (`decoupled`), the positive's weight and the defaults.
+
+    Returns:
+        `(batch,)` float32.
+    """
+    check_positive("temperature", temperature)
+    check_negatives(negatives)
+    y_pred = tf.convert_to_tensor(y_pred)
+    check_embeddings(y_pred, 2, loss_name)
+    labels = check_labels(y_true, y_pred, loss_name) if use_labels else None
+    z = prepare_embeddings(y_pred, normalize, loss_name)
+    tau = temperature_tensor(temperature, loss_name)
+    batch = GlobalBatch(z, labels, gather, loss_name)
+    positive_weight = positive_weight_fn(batch) if positive_weight_fn else None
+    anchor_losses = []
+    for view in (0, 1):
+        candidates, positive_mask, self_mask = pair_masks(batch, view, negatives)
+        anchor_losses.append(
+            masked_contrast(
+                batch.local[view],
+                candidates,
+                tau,
+                positive_mask,
+                self_mask,
+                drop_positives_from_denominator=decoupled,
+                positive_weight=positive_weight,
+            )
+        )
+    return (anchor_losses[0] + anchor_losses[1]) / 2.0

@@ -1,0 +1,114 @@
+"""MoCo v3's symmetrised contrastive loss between queries and momentum keys."""
+
+import tensorflow as tf
+
+from keras_contrast.api_export import keras_contrast_export
+from keras_contrast.losses.contrastive_loss import ContrastiveLoss
+from keras_contrast.losses.contrastive_loss import GlobalBatch
+from keras_contrast.losses.contrastive_loss import check_embeddings
+from keras_contrast.losses.contrastive_loss import check_positive
+from keras_contrast.losses.contrastive_loss import masked_contrast
+from keras_contrast.losses.contrastive_loss import prepare_embeddings
+from keras_contrast.losses.contrastive_loss import temperature_tensor
+
+QUERY_1, QUERY_2, KEY_1, KEY_2 = 0, 1, 2, 3
+
+
+def mocov3_loss(y_true, y_pred, temperature=0.2, gather=True, normalize=True):
+    """MoCo v3 loss per sample (Chen, Xie & He, 2021).
+
+        ctr(q, k) = CE(q · k_allᵀ / τ, labels = own row) · 2τ
+        L_i = ctr_i(q1, k2) + ctr_i(q2, k1)
+
+    Keys are stop-gradient (they come from the momentum encoder) and are
+    gathered across replicas; queries stay local.
+
+    Args:
+        y_true: ignored.
+        y_pred: `(batch, 4, dim)` = `[q1, q2, k1, k2]`.
+        temperature: float or scalar tensor > 0.
+        gather: bool.
+        normalize: bool.
+
+    Returns:
+        `(batch,)` float32.
+    """
+    del y_true
+    check_positive("temperature", temperature)
+    y_pred = tf.convert_to_tensor(y_pred)
+    check_embeddings(y_pred, 4, "MoCoV3Loss")
+    z = prepare_embeddings(y_pred, normalize, "MoCoV3Loss")
+    tau = temperature_tensor(temperature, "MoCoV3Loss")
+    batch = GlobalBatch(
+        z,
+        None,
+        gather,
+        "MoCoV3Loss",
+        gathered_views=(KEY_1, KEY_2),
+        stop_gradient_views=(KEY_1, KEY_2),
+    )
+    positive_mask = batch.rows()[:, None] == tf.range(batch.size)[None, :]
+    total = 0.0
+    for query, key in ((QUERY_1, KEY_2), (QUERY_2, KEY_1)):
+        cross_entropy = masked_contrast(
+            batch.local[query], batch.views[key], tau, positive_mask
+        )
+        total += cross_entropy * (2.0 * tau)
+    return total
+
+
+@keras_contrast_export("keras_contrast.losses.MoCoV3Loss")
+class MoCoV3Loss(ContrastiveLoss):
+    """MoCo v3's symmetrised query-key contrastive loss.
+
+    `ctr(q1, k2) + ctr(q2, k1)` with `ctr(q, k) = CE(q·k_allᵀ/τ)·2τ`, keys
+    stop-gradient and gathered across replicas, as in the paper's code.
+
+    Args:
+        temperature: float > 0 (paper: 0.2).
+        gather: bool. Gather keys across replicas.
+        normalize: bool. L2-normalise queries and keys.
+        reduction: Keras reduction.
+        name: str.
+
+    Call arguments:
+        y_true: ignored.
+        y_pred: `(batch, 4, dim)` = `[q1, q2, k1, k2]`.
+        sample_weight: optional `(batch,)`.
+
+    Example:
+    >>> model.compile(optimizer="adamw", loss=keras_contrast.losses.MoCoV3Loss())
+
+    Reference:
+        Chen, Xie & He, "An Empirical Study of Training Self-Supervised
+        Vision Transformers", ICCV 2021.
+    """
+
+    num_views = 4
+
+    def __init__(
+        self,
+        temperature=0.2,
+        gather=True,
+        normalize=True,
+        reduction="sum_over_batch_size",
+        name="mocov3_loss",
+        dtype=None,
+    ):
+        super().__init__(
+            temperature=temperature,
+            gather=gather,
+            normalize=normalize,
+            reduction=reduction,
+            name=name,
+            dtype=dtype,
+        )
+
+    def contrast(self, y_true, y_pred, temperature):
+        return mocov3_loss(
+            y_true,
+            y_pred,
+            temperature=temperature,
+            gather=self.gather,
+            normalize=self.normalize,
+        )
