@@ -5,6 +5,15 @@ import os
 # The library is built on tf.distribute; Keras must use its TensorFlow backend.
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 
+import keras  # noqa: E402
+
+if keras.backend.backend() != "tensorflow":
+    raise ImportError(
+        "keras_contrast needs the TensorFlow backend of Keras (it builds on "
+        f"tf.distribute), but Keras runs on {keras.backend.backend()!r}. Set "
+        "KERAS_BACKEND=tensorflow before importing keras."
+    )
+
 from keras_contrast import distribute  # noqa: E402
 from keras_contrast import layers  # noqa: E402
 from keras_contrast import losses  # noqa: E402

@@ -157,6 +157,7 @@ def masked_contrast(
     self_mask=None,
     drop_positives_from_denominator=False,
     positive_weight=None,
+    single_positive=False,
 ):
     """Per-anchor contrastive loss against a masked set of candidates.
 
@@ -176,24 +177,34 @@ def masked_contrast(
         self_mask: bool `(b, M)` or None, the anchor's own column.
         drop_positives_from_denominator: bool, DCL.
         positive_weight: `(b,)` or None, DCLW's w_i.
+        single_positive: bool. Each row has exactly one positive (no class
+            ids), which allows the cancellation-free softplus form.
 
     Returns:
         `(b,)` float32 per-anchor losses.
     """
     logits = tf.matmul(anchors, candidates, transpose_b=True) / temperature
+    minus_infinity = tf.constant(-math.inf, logits.dtype)
     positive_mask = tf.cast(positive_mask, tf.bool)
     excluded = tf.zeros_like(positive_mask)
     if self_mask is not None:
         excluded = tf.logical_or(excluded, self_mask)
-    if drop_positives_from_denominator:
-        excluded = tf.logical_or(excluded, positive_mask)
-    denominator_logits = tf.where(
-        excluded, tf.constant(-math.inf, logits.dtype), logits
-    )
-    log_denominator = tf.reduce_logsumexp(denominator_logits, axis=1)
     positives = tf.cast(positive_mask, logits.dtype)
     positive_logit = tf.reduce_sum(positives * logits, axis=1) / tf.reduce_sum(
         positives, axis=1
+    )
+    if single_positive and not drop_positives_from_denominator:
+        # log(e^p + Σ_neg e^n) - p = softplus(lse(neg) - p): exact near a loss
+        # of 0, where the plain difference of two ≈1/τ terms cancels in float32.
+        negative_logits = tf.where(
+            tf.logical_or(excluded, positive_mask), minus_infinity, logits
+        )
+        margin = tf.reduce_logsumexp(negative_logits, axis=1) - positive_logit
+        return tf.nn.softplus(margin)
+    if drop_positives_from_denominator:
+        excluded = tf.logical_or(excluded, positive_mask)
+    log_denominator = tf.reduce_logsumexp(
+        tf.where(excluded, minus_infinity, logits), axis=1
     )
     if positive_weight is not None:
         positive_logit = positive_weight * positive_logit
@@ -381,6 +392,7 @@ def two_view_loss(
                 self_mask,
                 drop_positives_from_denominator=decoupled,
                 positive_weight=positive_weight,
+                single_positive=labels is None,
             )
         )
     return (anchor_losses[0] + anchor_losses[1]) / 2.0

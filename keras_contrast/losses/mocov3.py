@@ -51,7 +51,11 @@ def mocov3_loss(y_true, y_pred, temperature=0.2, gather=True, normalize=True):
     total = 0.0
     for query, key in ((QUERY_1, KEY_2), (QUERY_2, KEY_1)):
         cross_entropy = masked_contrast(
-            batch.local[query], batch.views[key], tau, positive_mask
+            batch.local[query],
+            batch.views[key],
+            tau,
+            positive_mask,
+            single_positive=True,
         )
         total += cross_entropy * (2.0 * tau)
     return total

@@ -1,0 +1,97 @@
+"""LearnableTemperature: parameterisation, clamping, weight decay, and an
+exact gradient when a model feeds it to the loss under 4 replicas."""
+
+import math
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from keras_contrast import layers
+from keras_contrast import losses
+from tests import test_case
+
+
+class TemperatureModel(keras.Model):
+    """Encoder + learnable temperature fed to the loss in `compute_loss`."""
+
+    def __init__(self, seed=0, **kwargs):
+        super().__init__(**kwargs)
+        self.encoder = keras.layers.Dense(
+            4, kernel_initializer=keras.initializers.GlorotUniform(seed)
+        )
+        self.temperature = layers.LearnableTemperature(0.1)
+
+    def build(self, input_shape):
+        self.encoder.build(input_shape)
+
+    def call(self, inputs):
+        return self.encoder(inputs)
+
+    def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
+        return self.loss(y, y_pred, sample_weight, temperature=self.temperature())
+
+
+def test_initial_value_and_scale():
+    layer = layers.LearnableTemperature()
+    test_case.assert_all_close(layer.log_scale.numpy(), math.log(1 / 0.07))
+    test_case.assert_all_close(layer().numpy(), 0.07)
+
+
+def test_constraint_clamps_after_each_step():
+    layer = layers.LearnableTemperature(0.07, max_scale=100.0)
+    optimizer = keras.optimizers.SGD(learning_rate=100.0)
+    optimizer.apply_gradients([(tf.constant(-1.0), layer.log_scale)])
+    test_case.assert_all_close(layer.log_scale.numpy(), math.log(100.0))
+    optimizer.apply_gradients([(tf.constant(100.0), layer.log_scale)])
+    test_case.assert_all_close(layer.log_scale.numpy(), 0.0, atol_scale=0.0)
+
+
+def test_excluded_from_weight_decay():
+    layer = layers.LearnableTemperature()
+    other = keras.Variable(1.0)
+    optimizer = keras.optimizers.AdamW(learning_rate=0.1, weight_decay=0.5)
+    layer.exclude_from_weight_decay(optimizer)
+    before = layer.log_scale.numpy()
+    optimizer.apply_gradients(
+        [(tf.constant(0.0), layer.log_scale), (tf.constant(0.0), other)]
+    )
+    test_case.assert_all_close(layer.log_scale.numpy(), before)
+    test_case.assert_all_close(other.numpy(), 1.0 - 0.1 * 0.5)
+
+
+def test_config_round_trip():
+    layer = layers.LearnableTemperature(0.2, min_scale=2.0, max_scale=50.0)
+    restored = test_case.serialization_round_trip(layer)
+    assert restored.get_config() == layer.get_config()
+
+
+@pytest.mark.parametrize(
+    "kwargs", [{"initial_temperature": 0.0}, {"min_scale": -1.0}, {"initial_temperature": 0.001}]
+)
+def test_rejects_bad_arguments(kwargs):
+    with pytest.raises(ValueError):
+        layers.LearnableTemperature(**kwargs)
+
+
+def fit_one_step(num_replicas, x, weights):
+    with test_case.strategy(num_replicas).scope():
+        model = TemperatureModel()
+        model.build((None, 2, 3))
+        model.set_weights(weights)
+        model.compile(optimizer=keras.optimizers.SGD(0.1), loss=losses.CLIPLoss())
+    model.fit(x, batch_size=len(x), epochs=1, shuffle=False, verbose=0)
+    return model
+
+
+def test_gradient_exact_across_four_replicas():
+    x = np.random.default_rng(0).normal(size=(16, 2, 3)).astype("float32")
+    reference_model = TemperatureModel()
+    reference_model.build((None, 2, 3))
+    weights = reference_model.get_weights()
+    single = fit_one_step(1, x, weights)
+    replicated = fit_one_step(4, x, weights)
+    assert abs(single.temperature.log_scale.numpy() - math.log(10.0)) > 1e-4
+    for a, b in zip(single.get_weights(), replicated.get_weights()):
+        test_case.assert_all_close(b, a)
