@@ -27,20 +27,20 @@ def check_negatives(negatives):
         )
 
 
-def check_embeddings(y_pred, num_views, loss_name):
+def check_embeddings(y_pred, num_views, loss_name, gather=True):
     """Static checks of the `(batch, views, dim)` layout."""
     shape = y_pred.shape
-    if shape.rank is not None and shape.rank != 3:
+    if shape.rank != 3:
         raise ValueError(
             f"{loss_name}: `y_pred` must have rank 3 (batch, views, dim), got "
-            f"shape {tuple(shape)}."
+            f"shape {tuple(shape) if shape.rank is not None else 'unknown'}."
         )
-    if shape.rank == 3 and shape[1] is not None and shape[1] != num_views:
+    if shape[1] != num_views:
         raise ValueError(
             f"{loss_name}: `y_pred` must hold {num_views} views on axis 1 "
             f"(batch, {num_views}, dim), got shape {tuple(shape)}."
         )
-    if shape.rank == 3 and shape[0] == 1 and distribute.num_replicas() == 1:
+    if shape[0] == 1 and (not gather or distribute.num_replicas() == 1):
         raise ValueError(
             f"{loss_name}: a batch of one sample has no negatives; `y_pred` "
             f"has shape {tuple(shape)}. Use a batch of at least 2 samples."
@@ -374,7 +374,7 @@ def two_view_loss(
     check_positive("temperature", temperature)
     check_negatives(negatives)
     y_pred = tf.convert_to_tensor(y_pred)
-    check_embeddings(y_pred, 2, loss_name)
+    check_embeddings(y_pred, 2, loss_name, gather)
     labels = check_labels(y_true, y_pred, loss_name) if use_labels else None
     z = prepare_embeddings(y_pred, normalize, loss_name)
     tau = temperature_tensor(temperature, loss_name)

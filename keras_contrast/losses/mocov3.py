@@ -36,7 +36,7 @@ def mocov3_loss(y_true, y_pred, temperature=0.2, gather=True, normalize=True):
     del y_true
     check_positive("temperature", temperature)
     y_pred = tf.convert_to_tensor(y_pred)
-    check_embeddings(y_pred, 4, "MoCoV3Loss")
+    check_embeddings(y_pred, 4, "MoCoV3Loss", gather)
     z = prepare_embeddings(y_pred, normalize, "MoCoV3Loss")
     tau = temperature_tensor(temperature, "MoCoV3Loss")
     batch = GlobalBatch(
