@@ -1,9 +1,12 @@
 """Rewrites BUILD from the files on disk (run after adding a module or test).
 
-    python tools/update_build.py
+    python tools/update_build.py            # every file in the work tree
+    python tools/update_build.py --staged   # only files in git's index
 """
 
 import pathlib
+import subprocess
+import sys
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 HEADER = '''# Bazel targets of keras_contrast. Regenerate with `python tools/update_build.py`;
@@ -14,7 +17,16 @@ package(default_visibility = ["//visibility:public"])
 '''
 
 
+STAGED_ONLY = "--staged" in sys.argv
+
+
 def files(folder):
+    if STAGED_ONLY:
+        listed = subprocess.run(
+            ["git", "ls-files", "--cached", folder],
+            cwd=ROOT, capture_output=True, text=True, check=True,
+        ).stdout.split()
+        return sorted(p for p in listed if p.endswith(".py"))
     return sorted(
         str(p.relative_to(ROOT)) for p in (ROOT / folder).rglob("*.py")
         if "__pycache__" not in p.parts

@@ -76,19 +76,11 @@ class CLIPLoss(ContrastiveLoss):
         dtype=None,
     ):
         super().__init__(
+            clip_loss,
             temperature=temperature,
             gather=gather,
             normalize=normalize,
             reduction=reduction,
             name=name,
             dtype=dtype,
-        )
-
-    def contrast(self, y_true, y_pred, temperature):
-        return clip_loss(
-            y_true,
-            y_pred,
-            temperature=temperature,
-            gather=self.gather,
-            normalize=self.normalize,
         )

@@ -284,11 +284,13 @@ class ContrastiveLoss(keras.losses.Loss):
     """Base class of the contrastive losses: `(batch, views, dim)` in,
     per-sample losses out, exact under a `tf.distribute` strategy.
 
-    Subclasses implement `contrast(labels, y_pred, temperature)` returning
-    the per-sample `(batch,)` loss (the pure function of the loss) and set
-    `num_views`.
+    Like `keras.losses.LossFunctionWrapper`: a subclass passes its pure
+    per-sample function `fn(y_true, y_pred, temperature, gather, normalize,
+    **fn_kwargs)` and the function's own arguments; each argument becomes an
+    attribute and a `get_config` entry.
 
     Args:
+        fn: the per-sample loss function.
         temperature: float > 0.
         gather: bool. Gather embeddings across replicas (with gradients).
         normalize: bool. L2-normalise the embeddings first.
@@ -297,24 +299,29 @@ class ContrastiveLoss(keras.losses.Loss):
             hold different numbers of samples.
         name: str.
         dtype: dtype of the returned loss (computation is float32).
+        **fn_kwargs: further arguments of `fn`.
     """
-
-    num_views = 2
 
     def __init__(
         self,
+        fn,
         temperature=0.1,
         gather=True,
         normalize=True,
         reduction="sum_over_batch_size",
         name=None,
         dtype=None,
+        **fn_kwargs,
     ):
         super().__init__(name=name, reduction=reduction, dtype=dtype)
         check_positive("temperature", temperature)
+        self.fn = fn
         self.temperature = temperature
         self.gather = bool(gather)
         self.normalize = bool(normalize)
+        self._fn_kwargs = fn_kwargs
+        for key, value in fn_kwargs.items():
+            setattr(self, key, value)
 
     def __call__(self, y_true, y_pred, sample_weight=None, temperature=None):
         """Computes the reduced loss.
@@ -327,8 +334,6 @@ class ContrastiveLoss(keras.losses.Loss):
         with tf.name_scope(self.name):
             if temperature is None:
                 temperature = self.temperature
-            else:
-                check_positive("temperature", temperature)
             values = self.contrast(y_true, y_pred, temperature)
             values = reduce_contrastive(values, sample_weight, self.reduction)
             return tf.cast(values, self.dtype)
@@ -337,7 +342,15 @@ class ContrastiveLoss(keras.losses.Loss):
         return self.contrast(y_true, y_pred, self.temperature)
 
     def contrast(self, y_true, y_pred, temperature):
-        raise NotImplementedError
+        """Per-sample `(batch,)` losses at the given temperature."""
+        return self.fn(
+            y_true,
+            y_pred,
+            temperature=temperature,
+            gather=self.gather,
+            normalize=self.normalize,
+            **self._fn_kwargs,
+        )
 
     def get_config(self):
         config = super().get_config()
@@ -346,6 +359,7 @@ class ContrastiveLoss(keras.losses.Loss):
                 "temperature": self.temperature,
                 "gather": self.gather,
                 "normalize": self.normalize,
+                **self._fn_kwargs,
             }
         )
         return config

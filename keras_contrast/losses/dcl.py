@@ -152,35 +152,20 @@ class DCL(ContrastiveLoss):
         name="dcl",
         dtype=None,
     ):
+        check_negatives(negatives)
         super().__init__(
+            dcl,
             temperature=temperature,
             gather=gather,
             normalize=normalize,
             reduction=reduction,
             name=name,
             dtype=dtype,
+            negatives=negatives,
         )
-        check_negatives(negatives)
-        self.negatives = negatives
-
-    def contrast(self, y_true, y_pred, temperature):
-        return dcl(
-            y_true,
-            y_pred,
-            temperature=temperature,
-            negatives=self.negatives,
-            gather=self.gather,
-            normalize=self.normalize,
-        )
-
-    def get_config(self):
-        config = super().get_config()
-        config["negatives"] = self.negatives
-        return config
-
 
 @keras_contrast_export("keras_contrast.losses.DCLW")
-class DCLW(DCL):
+class DCLW(ContrastiveLoss):
     """Weighted Decoupled Contrastive Learning loss.
 
     DCL with the positive term weighted by the von Mises-Fisher weight
@@ -224,34 +209,17 @@ class DCLW(DCL):
         name="dclw",
         dtype=None,
     ):
+        check_negatives(negatives)
+        check_positive("sigma", sigma)
         super().__init__(
+            dclw,
             temperature=temperature,
-            negatives=negatives,
             gather=gather,
             normalize=normalize,
             reduction=reduction,
             name=name,
             dtype=dtype,
+            sigma=sigma,
+            negatives=negatives,
+            weight_stop_gradient=weight_stop_gradient,
         )
-        check_positive("sigma", sigma)
-        self.sigma = sigma
-        self.weight_stop_gradient = bool(weight_stop_gradient)
-
-    def contrast(self, y_true, y_pred, temperature):
-        return dclw(
-            y_true,
-            y_pred,
-            temperature=temperature,
-            sigma=self.sigma,
-            negatives=self.negatives,
-            gather=self.gather,
-            normalize=self.normalize,
-            weight_stop_gradient=self.weight_stop_gradient,
-        )
-
-    def get_config(self):
-        config = super().get_config()
-        config.update(
-            {"sigma": self.sigma, "weight_stop_gradient": self.weight_stop_gradient}
-        )
-        return config

@@ -83,32 +83,17 @@ class InfoNCE(ContrastiveLoss):
         name="info_nce",
         dtype=None,
     ):
+        check_negatives(negatives)
         super().__init__(
+            info_nce,
             temperature=temperature,
             gather=gather,
             normalize=normalize,
             reduction=reduction,
             name=name,
             dtype=dtype,
+            negatives=negatives,
         )
-        check_negatives(negatives)
-        self.negatives = negatives
-
-    def contrast(self, y_true, y_pred, temperature):
-        return info_nce(
-            y_true,
-            y_pred,
-            temperature=temperature,
-            negatives=self.negatives,
-            gather=self.gather,
-            normalize=self.normalize,
-        )
-
-    def get_config(self):
-        config = super().get_config()
-        config["negatives"] = self.negatives
-        return config
-
 
 @keras_contrast_export("keras_contrast.losses.NTXent")
 class NTXent(InfoNCE):

@@ -100,19 +100,11 @@ class MoCoV3Loss(ContrastiveLoss):
         dtype=None,
     ):
         super().__init__(
+            mocov3_loss,
             temperature=temperature,
             gather=gather,
             normalize=normalize,
             reduction=reduction,
             name=name,
             dtype=dtype,
-        )
-
-    def contrast(self, y_true, y_pred, temperature):
-        return mocov3_loss(
-            y_true,
-            y_pred,
-            temperature=temperature,
-            gather=self.gather,
-            normalize=self.normalize,
         )
