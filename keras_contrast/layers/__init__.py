@@ -1,6 +1,10 @@
 """Layers for contrastive models."""
 
 from keras_contrast.layers.batch_normalization import BatchNormalization
+from keras_contrast.layers.frozen_batch_normalization import FrozenBatchNormalization
+from keras_contrast.layers.ghost_batch_normalization import GhostBatchNormalization
+from keras_contrast.layers.split_batch_normalization import SplitBatchNormalization
+from keras_contrast.layers.statistics import domain_scope
 from keras_contrast.layers.statistics import effective_momentum
 from keras_contrast.layers.statistics import frozen_statistics
 from keras_contrast.layers.statistics import statistics_frozen
@@ -10,7 +14,11 @@ from keras_contrast.layers.temperature import LearnableTemperature
 __all__ = [
     "BatchNormalization",
     "ClipValue",
+    "FrozenBatchNormalization",
+    "GhostBatchNormalization",
     "LearnableTemperature",
+    "SplitBatchNormalization",
+    "domain_scope",
     "effective_momentum",
     "frozen_statistics",
     "statistics_frozen",

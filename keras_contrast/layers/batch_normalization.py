@@ -1,28 +1,38 @@
 """Keras BatchNormalization that can skip its moving-statistics update."""
 
 import contextlib
+import threading
 
 import keras
 
 from keras_contrast.api_export import keras_contrast_export
 from keras_contrast.layers.statistics import effective_momentum
 
+# Ids of the layers inside a training call, per thread: MirroredStrategy
+# traces its replicas in concurrent threads, so the state must not be shared.
+_TRAINING_CALLS = threading.local()
+
+
+def _active_layers():
+    if not hasattr(_TRAINING_CALLS, "ids"):
+        _TRAINING_CALLS.ids = set()
+    return _TRAINING_CALLS.ids
+
 
 @contextlib.contextmanager
 def momentum_honouring_context(layer):
-    """During one call, replaces `layer`'s momenta by tensors that equal 1
-    inside `frozen_statistics()`, which turns Keras' update
-    `m ← m·momentum + batch·(1 - momentum)` into `m ← m`."""
-    saved = (layer.momentum, getattr(layer, "renorm_momentum", None))
-    layer.momentum = effective_momentum(saved[0])
-    if getattr(layer, "renorm", False):
-        layer.renorm_momentum = effective_momentum(saved[1])
+    """During a training call of `layer` (a `BatchNormalization` of this
+    module) on this thread, its `momentum` and `renorm_momentum` read as
+    tensors equal to 1 inside `frozen_statistics()`, which turns Keras'
+    update `m ← m·momentum + batch·(1 - momentum)` into `m ← m`."""
+    active = _active_layers()
+    already = id(layer) in active
+    active.add(id(layer))
     try:
         yield
     finally:
-        layer.momentum = saved[0]
-        if saved[1] is not None:
-            layer.renorm_momentum = saved[1]
+        if not already:
+            active.discard(id(layer))
 
 
 @keras_contrast_export("keras_contrast.layers.BatchNormalization")
@@ -40,6 +50,26 @@ class BatchNormalization(keras.layers.BatchNormalization):
     >>> with keras_contrast.layers.frozen_statistics():
     ...     y = bn(x, training=True)  # batch statistics, no EMA update
     """
+
+    @property
+    def momentum(self):
+        if id(self) in _active_layers():
+            return effective_momentum(self._momentum)
+        return self._momentum
+
+    @momentum.setter
+    def momentum(self, value):
+        self._momentum = value
+
+    @property
+    def renorm_momentum(self):
+        if id(self) in _active_layers():
+            return effective_momentum(self._renorm_momentum)
+        return self._renorm_momentum
+
+    @renorm_momentum.setter
+    def renorm_momentum(self, value):
+        self._renorm_momentum = value
 
     def call(self, inputs, training=None, mask=None):
         if not training:

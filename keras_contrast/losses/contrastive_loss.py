@@ -156,18 +156,15 @@ def masked_contrast(
     positive_mask,
     self_mask=None,
     drop_positives_from_denominator=False,
-    positive_weight=None,
-    single_positive=False,
 ):
-    """Per-anchor contrastive loss against a masked set of candidates.
+    """Per-anchor contrastive loss with class-id positives (masks).
 
-    For anchor a with logits s_ak = <a, c_k>/τ:
+    For anchor a with logits s_ak = <a, c_k>/τ and positives P(a):
 
-        L_a = -w_a · mean_{p ∈ P(a)} s_ap + log Σ_{k ∈ D(a)} exp(s_ak)
+        L_a = -mean_{p ∈ P(a)} s_ap + log Σ_{k ∈ D(a)} exp(s_ak)
 
-    with D(a) = all candidates but a itself (InfoNCE, SupCon L_out), or
-    without the positives as well (DCL eq. 6). The log-sum-exp is stable:
-    masked logits are -inf and the row maximum is subtracted.
+    with D(a) = all candidates but a itself (SupCon L_out), or without the
+    positives as well (DCL). Masked logits are -inf in a stable log-sum-exp.
 
     Args:
         anchors: `(b, dim)` float32.
@@ -176,76 +173,117 @@ def masked_contrast(
         positive_mask: bool `(b, M)`.
         self_mask: bool `(b, M)` or None, the anchor's own column.
         drop_positives_from_denominator: bool, DCL.
-        positive_weight: `(b,)` or None, DCLW's w_i.
-        single_positive: bool. Each row has exactly one positive (no class
-            ids), which allows the cancellation-free softplus form.
 
     Returns:
         `(b,)` float32 per-anchor losses.
     """
     logits = tf.matmul(anchors, candidates, transpose_b=True) / temperature
-    minus_infinity = tf.constant(-math.inf, logits.dtype)
-    positive_mask = tf.cast(positive_mask, tf.bool)
     excluded = tf.zeros_like(positive_mask)
     if self_mask is not None:
         excluded = tf.logical_or(excluded, self_mask)
+    if drop_positives_from_denominator:
+        excluded = tf.logical_or(excluded, positive_mask)
+    log_denominator = tf.reduce_logsumexp(
+        tf.where(excluded, tf.constant(-math.inf, logits.dtype), logits), axis=1
+    )
     positives = tf.cast(positive_mask, logits.dtype)
     positive_logit = tf.reduce_sum(positives * logits, axis=1) / tf.reduce_sum(
         positives, axis=1
     )
-    if single_positive and not drop_positives_from_denominator:
-        # log(e^p + Σ_neg e^n) - p = softplus(lse(neg) - p): exact near a loss
-        # of 0, where the plain difference of two ≈1/τ terms cancels in float32.
-        negative_logits = tf.where(
-            tf.logical_or(excluded, positive_mask), minus_infinity, logits
-        )
-        margin = tf.reduce_logsumexp(negative_logits, axis=1) - positive_logit
-        return tf.nn.softplus(margin)
-    if drop_positives_from_denominator:
-        excluded = tf.logical_or(excluded, positive_mask)
-    log_denominator = tf.reduce_logsumexp(
-        tf.where(excluded, minus_infinity, logits), axis=1
-    )
-    if positive_weight is not None:
-        positive_logit = positive_weight * positive_logit
     return log_denominator - positive_logit
 
 
-def pair_masks(batch, anchor_view, negatives):
-    """Positive and self masks of the two-view losses, without labels.
+def pair_contrast(
+    anchors,
+    positives,
+    candidates,
+    temperature,
+    excluded_columns,
+    decoupled=False,
+    positive_weight=None,
+):
+    """Per-anchor loss when each anchor has exactly one positive.
+
+    With s_k = <a, c_k>/τ, the positive p's logit s_p = <a, p>/τ, and
+    lse_neg = log Σ_{k ∉ {self, p}} exp(s_k):
+
+        InfoNCE:  log(e^{s_p} + e^{lse_neg}) - s_p = softplus(lse_neg - s_p)
+        DCL(W):   lse_neg - w · s_p                                (DCL eq. 6)
+
+    The softplus form is exact near a loss of 0, where the plain difference
+    of two ≈1/τ terms cancels in float32. The positive's logit comes from a
+    row-wise dot product and the excluded columns are scattered to -inf, so
+    no `(b, M)` masks are built.
+
+    Args:
+        anchors: `(b, dim)` float32.
+        positives: `(b, dim)` float32, each anchor's positive.
+        candidates: `(M, dim)` float32, the columns scored.
+        temperature: scalar float32 tensor.
+        excluded_columns: list of int32 `(b,)` tensors, the columns of each
+            row left out of the negatives (its positive, itself).
+        decoupled: bool, DCL's denominator.
+        positive_weight: `(b,)` or None, DCLW's w_i.
+
+    Returns:
+        `(b,)` float32.
+    """
+    logits = tf.matmul(anchors, candidates, transpose_b=True) / temperature
+    rows = tf.range(tf.shape(anchors)[0])
+    indices = tf.concat([tf.stack([rows, c], axis=1) for c in excluded_columns], 0)
+    minus_infinity = tf.fill(tf.shape(indices)[:1], tf.constant(-math.inf))
+    negative_logits = tf.tensor_scatter_nd_update(logits, indices, minus_infinity)
+    log_negatives = tf.reduce_logsumexp(negative_logits, axis=1)
+    positive_logit = tf.reduce_sum(anchors * positives, axis=1) / temperature
+    if not decoupled:
+        return tf.nn.softplus(log_negatives - positive_logit)
+    if positive_weight is not None:
+        positive_logit = positive_weight * positive_logit
+    return log_negatives - positive_logit
+
+
+def pair_columns(batch, anchor_view, negatives):
+    """Candidates and excluded columns of the two-view losses, without labels.
 
     With N global samples, anchor i of view v (global row r = offset + i),
     `negatives="all"` scores it against the 2N columns [view 0 | view 1]:
 
         columns   0 ........ N-1 | N ....... 2N-1
-        view 0    z_0^(0) ... z_{N-1}^(0) | z_0^(1) ... z_{N-1}^(1)
+                  z_0^(0) ... z_{N-1}^(0) | z_0^(1) ... z_{N-1}^(1)
         self      r + v·N             positive   r + (1-v)·N
 
     `negatives="cross"` scores it against the N columns of the other view
     only; the positive is column r and there is no self column.
 
     Returns:
-        (candidates `(M, dim)`, positive_mask `(b, M)`, self_mask or None).
+        (candidates `(M, dim)`, excluded columns: list of int32 `(b,)`).
     """
     rows = batch.rows()
     other = 1 - anchor_view
     if negatives == "cross":
-        candidates = batch.views[other]
-        columns = tf.range(batch.size)
-        positive_mask = rows[:, None] == columns[None, :]
-        if batch.local_labels is not None:
-            positive_mask = batch.local_labels[:, None] == batch.labels[None, :]
-        return candidates, positive_mask, None
+        return batch.views[other], [rows]
+    candidates = tf.concat(batch.views, axis=0)
+    return candidates, [rows + anchor_view * batch.size, rows + other * batch.size]
+
+
+def pair_masks(batch, anchor_view, negatives):
+    """Candidates, positive and self masks with class-id positives: every
+    other embedding of the anchor's class is a positive (columns as in
+    `pair_columns`).
+
+    Returns:
+        (candidates `(M, dim)`, positive_mask `(b, M)`, self_mask or None).
+    """
+    if negatives == "cross":
+        positive_mask = batch.local_labels[:, None] == batch.labels[None, :]
+        return batch.views[1 - anchor_view], positive_mask, None
     candidates = tf.concat(batch.views, axis=0)
     columns = tf.range(2 * batch.size)
-    self_mask = (rows + anchor_view * batch.size)[:, None] == columns[None, :]
-    if batch.local_labels is not None:
-        candidate_labels = tf.concat([batch.labels, batch.labels], axis=0)
-        same_class = batch.local_labels[:, None] == candidate_labels[None, :]
-        positive_mask = tf.logical_and(same_class, tf.logical_not(self_mask))
-    else:
-        positive_column = rows + other * batch.size
-        positive_mask = positive_column[:, None] == columns[None, :]
+    self_column = batch.rows() + anchor_view * batch.size
+    self_mask = self_column[:, None] == columns[None, :]
+    candidate_labels = tf.concat([batch.labels, batch.labels], axis=0)
+    same_class = batch.local_labels[:, None] == candidate_labels[None, :]
+    positive_mask = tf.logical_and(same_class, tf.logical_not(self_mask))
     return candidates, positive_mask, self_mask
 
 
@@ -396,17 +434,29 @@ def two_view_loss(
     positive_weight = positive_weight_fn(batch) if positive_weight_fn else None
     anchor_losses = []
     for view in (0, 1):
-        candidates, positive_mask, self_mask = pair_masks(batch, view, negatives)
+        if labels is not None:
+            candidates, positive_mask, self_mask = pair_masks(batch, view, negatives)
+            anchor_losses.append(
+                masked_contrast(
+                    batch.local[view],
+                    candidates,
+                    tau,
+                    positive_mask,
+                    self_mask,
+                    drop_positives_from_denominator=decoupled,
+                )
+            )
+            continue
+        candidates, excluded_columns = pair_columns(batch, view, negatives)
         anchor_losses.append(
-            masked_contrast(
+            pair_contrast(
                 batch.local[view],
+                batch.local[1 - view],
                 candidates,
                 tau,
-                positive_mask,
-                self_mask,
-                drop_positives_from_denominator=decoupled,
+                excluded_columns,
+                decoupled=decoupled,
                 positive_weight=positive_weight,
-                single_positive=labels is None,
             )
         )
     return (anchor_losses[0] + anchor_losses[1]) / 2.0

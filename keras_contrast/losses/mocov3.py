@@ -7,7 +7,7 @@ from keras_contrast.losses.contrastive_loss import ContrastiveLoss
 from keras_contrast.losses.contrastive_loss import GlobalBatch
 from keras_contrast.losses.contrastive_loss import check_embeddings
 from keras_contrast.losses.contrastive_loss import check_positive
-from keras_contrast.losses.contrastive_loss import masked_contrast
+from keras_contrast.losses.contrastive_loss import pair_contrast
 from keras_contrast.losses.contrastive_loss import prepare_embeddings
 from keras_contrast.losses.contrastive_loss import temperature_tensor
 
@@ -47,15 +47,14 @@ def mocov3_loss(y_true, y_pred, temperature=0.2, gather=True, normalize=True):
         gathered_views=(KEY_1, KEY_2),
         stop_gradient_views=(KEY_1, KEY_2),
     )
-    positive_mask = batch.rows()[:, None] == tf.range(batch.size)[None, :]
     total = 0.0
     for query, key in ((QUERY_1, KEY_2), (QUERY_2, KEY_1)):
-        cross_entropy = masked_contrast(
+        cross_entropy = pair_contrast(
             batch.local[query],
+            tf.stop_gradient(batch.local[key]),
             batch.views[key],
             tau,
-            positive_mask,
-            single_positive=True,
+            excluded_columns=[batch.rows()],
         )
         total += cross_entropy * (2.0 * tau)
     return total
