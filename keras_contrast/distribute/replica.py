@@ -70,7 +70,22 @@ def all_gather(x, axis=0):
     context = _multi_replica_context()
     if context is None:
         return x
-    return context.all_gather(x, axis=axis)
+    return _dense_gradient(context.all_gather(x, axis=axis))
+
+
+@tf.custom_gradient
+def _dense_gradient(x):
+    """Identity whose gradient is a dense tensor.
+
+    The gradient of `ReplicaContext.all_gather` all-reduces its incoming
+    gradient and fails on `tf.IndexedSlices`, which is what arrives when a
+    `tf.gather` reads the gathered tensor.
+    """
+
+    def gradient(upstream):
+        return tf.convert_to_tensor(upstream)
+
+    return tf.identity(x), gradient
 
 
 def gathered_sizes(local_size):

@@ -3,6 +3,8 @@
 from keras_contrast.layers.batch_normalization import BatchNormalization
 from keras_contrast.layers.frozen_batch_normalization import FrozenBatchNormalization
 from keras_contrast.layers.ghost_batch_normalization import GhostBatchNormalization
+from keras_contrast.layers.replica_statistics import ReplicaMeanStatistics
+from keras_contrast.layers.replica_statistics import average_replica_statistics
 from keras_contrast.layers.split_batch_normalization import SplitBatchNormalization
 from keras_contrast.layers.statistics import domain_scope
 from keras_contrast.layers.statistics import effective_momentum
@@ -17,7 +19,9 @@ __all__ = [
     "FrozenBatchNormalization",
     "GhostBatchNormalization",
     "LearnableTemperature",
+    "ReplicaMeanStatistics",
     "SplitBatchNormalization",
+    "average_replica_statistics",
     "domain_scope",
     "effective_momentum",
     "frozen_statistics",

@@ -6,6 +6,8 @@ import threading
 import keras
 
 from keras_contrast.api_export import keras_contrast_export
+from keras_contrast.layers.replica_statistics import ReplicaMeanStatistics
+from keras_contrast.layers.statistics import create_switch
 from keras_contrast.layers.statistics import effective_momentum
 
 # Ids of the layers inside a training call, per thread: MirroredStrategy
@@ -36,14 +38,19 @@ def momentum_honouring_context(layer):
 
 
 @keras_contrast_export("keras_contrast.layers.BatchNormalization")
-class BatchNormalization(keras.layers.BatchNormalization):
+class BatchNormalization(ReplicaMeanStatistics, keras.layers.BatchNormalization):
     """`keras.layers.BatchNormalization` that honours `frozen_statistics()`.
 
     Identical to Keras' layer (same arguments, including
     `synchronized=True` for cross-replica statistics and `renorm=True` for
-    Batch Renormalization) except that, when called in training mode inside
-    `keras_contrast.layers.frozen_statistics()`, it normalises with batch
-    statistics without updating its moving statistics.
+    Batch Renormalization) except that
+    - when called in training mode inside
+      `keras_contrast.layers.frozen_statistics()`, it normalises with batch
+      statistics without updating its moving statistics;
+    - under a strategy without `synchronized=True`, the moving statistics
+      that are read, saved and checkpointed are the mean over replicas
+      (Keras' layer keeps only the first replica's; see
+      `keras_contrast.layers.replica_statistics`).
 
     Example:
     >>> bn = keras_contrast.layers.BatchNormalization(synchronized=True)
@@ -70,6 +77,10 @@ class BatchNormalization(keras.layers.BatchNormalization):
     @renorm_momentum.setter
     def renorm_momentum(self, value):
         self._renorm_momentum = value
+
+    def build(self, input_shape):
+        create_switch()
+        super().build(input_shape)
 
     def call(self, inputs, training=None, mask=None):
         if not training:

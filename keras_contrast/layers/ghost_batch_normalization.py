@@ -6,6 +6,8 @@ import keras
 import tensorflow as tf
 
 from keras_contrast.api_export import keras_contrast_export
+from keras_contrast.layers.replica_statistics import ReplicaMeanStatistics
+from keras_contrast.layers.statistics import create_switch
 from keras_contrast.layers.statistics import effective_momentum
 
 
@@ -165,7 +167,7 @@ def check_mask(inputs, mask):
 
 
 @keras_contrast_export("keras_contrast.layers.GhostBatchNormalization")
-class GhostBatchNormalization(keras.layers.BatchNormalization):
+class GhostBatchNormalization(ReplicaMeanStatistics, keras.layers.BatchNormalization):
     """Batch normalization over small "ghost" (virtual) batches.
 
     In training, the batch is cut into consecutive groups of
@@ -262,6 +264,7 @@ class GhostBatchNormalization(keras.layers.BatchNormalization):
 
     def build(self, input_shape):
         resolve_axis(self.axis, input_shape)
+        create_switch()
         super().build(input_shape)
 
     def call(self, inputs, training=None, mask=None):

@@ -8,11 +8,16 @@ import tensorflow as tf
 _DOMAINS = threading.local()
 
 _FLAG = []
+# Contexts entered while tracing a function or inside a replica of a
+# strategy, per thread (MirroredStrategy traces each replica in a thread).
+_TRACED = threading.local()
 
 
 def _flag():
-    """The process-wide switch, a variable so that traced functions read its
-    value when they run (a Python flag would be frozen into each trace)."""
+    """The switch for contexts entered eagerly: a variable, so that functions
+    traced outside the context read its value when they run (a Python flag
+    would be frozen into each trace). Created on first use, lifted out of
+    any function being traced."""
     if not _FLAG:
         with tf.init_scope():
             _FLAG.append(
@@ -20,11 +25,29 @@ def _flag():
                     False,
                     trainable=False,
                     name="keras_contrast_frozen_statistics",
-                    # Set identically by every replica: keep the first.
+                    # Only ever assigned eagerly, outside replicas.
                     aggregation=tf.VariableAggregation.ONLY_FIRST_REPLICA,
                 )
             )
     return _FLAG[0]
+
+
+def create_switch():
+    """Creates the `frozen_statistics()` variable if it does not exist yet.
+
+    Layers call it from `build`, where creating variables is allowed: a
+    function retraced later (not its first trace) may not create one.
+    """
+    _flag()
+
+
+def _traced_depth():
+    return getattr(_TRACED, "depth", 0)
+
+
+def _in_replica_of_several():
+    context = tf.distribute.get_replica_context()
+    return context is not None and context.num_replicas_in_sync > 1
 
 
 @contextlib.contextmanager
@@ -35,20 +58,30 @@ def frozen_statistics():
 
     Keras passes only `training` and `mask` to nested layers, so a keyword
     argument cannot reach a BN layer inside a functional model or a
-    converted `ResNet50`; this switch can. It is a variable assigned on
-    entry and restored on exit, so it works eagerly, inside a custom
-    `train_step`, and with functions traced outside the context. Layers
-    that honour it: every `keras_contrast.layers` BatchNorm
-    (`BatchNormalization`, `GhostBatchNormalization`,
-    `SplitBatchNormalization`) and every BN of a model produced by
-    `keras_contrast.normalization.convert_batch_norm`.
+    converted `ResNet50`; this switch can. Entered eagerly (e.g. around
+    `model.fit`), it sets a variable that every function reads when it runs,
+    so functions traced before or outside the context behave right. Entered
+    inside a traced function or a replica function (a custom `train_step`),
+    it is part of that trace and holds for the layers called within it, on
+    each replica separately. Layers that honour it: every
+    `keras_contrast.layers` BatchNorm (`BatchNormalization`,
+    `GhostBatchNormalization`, `SplitBatchNormalization`) and every BN of a
+    model produced by `keras_contrast.normalization.convert_batch_norm`.
 
     Example:
     >>> with keras_contrast.layers.frozen_statistics():
     ...     fake_logits = discriminator(fake_images, training=True)
     """
+    if tf.inside_function() or _in_replica_of_several():
+        depth = _traced_depth()
+        _TRACED.depth = depth + 1
+        try:
+            yield
+        finally:
+            _TRACED.depth = depth
+        return
     flag = _flag()
-    previous = flag.read_value()
+    previous = bool(flag.numpy())
     flag.assign(True)
     try:
         yield
@@ -58,12 +91,16 @@ def frozen_statistics():
 
 def statistics_frozen():
     """A scalar bool tensor: True inside `frozen_statistics()`."""
+    if _traced_depth() > 0:
+        return tf.constant(True)
     return _flag().read_value()
 
 
 def effective_momentum(momentum):
     """`momentum`, or 1 (no update: m·1 + batch·0 = m) inside the context."""
-    return tf.where(statistics_frozen(), tf.constant(1.0), tf.constant(momentum, tf.float32))
+    return tf.where(
+        statistics_frozen(), tf.constant(1.0), tf.constant(momentum, tf.float32)
+    )
 
 
 @contextlib.contextmanager

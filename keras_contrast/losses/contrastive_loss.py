@@ -201,6 +201,7 @@ def pair_contrast(
     excluded_columns,
     decoupled=False,
     positive_weight=None,
+    logits=None,
 ):
     """Per-anchor loss when each anchor has exactly one positive.
 
@@ -224,11 +225,14 @@ def pair_contrast(
             row left out of the negatives (its positive, itself).
         decoupled: bool, DCL's denominator.
         positive_weight: `(b,)` or None, DCLW's w_i.
+        logits: `(b, M)` or None, `anchors · candidatesᵀ / τ` if already
+            computed.
 
     Returns:
         `(b,)` float32.
     """
-    logits = tf.matmul(anchors, candidates, transpose_b=True) / temperature
+    if logits is None:
+        logits = tf.matmul(anchors, candidates, transpose_b=True) / temperature
     rows = tf.range(tf.shape(anchors)[0])
     indices = tf.concat([tf.stack([rows, c], axis=1) for c in excluded_columns], 0)
     minus_infinity = tf.fill(tf.shape(indices)[:1], tf.constant(-math.inf))
@@ -432,6 +436,12 @@ def two_view_loss(
     tau = temperature_tensor(temperature, loss_name)
     batch = GlobalBatch(z, labels, gather, loss_name)
     positive_weight = positive_weight_fn(batch) if positive_weight_fn else None
+    cross_logits = None
+    gathered = any(g is not l for g, l in zip(batch.views, batch.local))
+    if negatives == "cross" and labels is None and not gathered:
+        # Without a gather the B→A logits are the transpose of the A→B ones.
+        view_0_to_1 = tf.matmul(batch.local[0], batch.local[1], transpose_b=True) / tau
+        cross_logits = (view_0_to_1, tf.transpose(view_0_to_1))
     anchor_losses = []
     for view in (0, 1):
         if labels is not None:
@@ -457,6 +467,7 @@ def two_view_loss(
                 excluded_columns,
                 decoupled=decoupled,
                 positive_weight=positive_weight,
+                logits=cross_logits[view] if cross_logits else None,
             )
         )
     return (anchor_losses[0] + anchor_losses[1]) / 2.0

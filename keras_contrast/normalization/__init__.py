@@ -1,0 +1,15 @@
+"""Model-level BatchNorm tools: conversion, freezing."""
+
+from keras_contrast.layers.statistics import frozen_statistics
+from keras_contrast.normalization.convert import KINDS
+from keras_contrast.normalization.convert import DomainRoutedModel
+from keras_contrast.normalization.convert import convert_batch_norm
+from keras_contrast.normalization.convert import freeze_batch_norm
+
+__all__ = [
+    "DomainRoutedModel",
+    "KINDS",
+    "convert_batch_norm",
+    "freeze_batch_norm",
+    "frozen_statistics",
+]
