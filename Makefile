@@ -12,7 +12,7 @@ export TF_CPP_MIN_LOG_LEVEL := 2
 $(STAMP): setup.cfg pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e ".[cpu,test,bench]"
+	$(PY) -m pip install --quiet -e ".[cpu,test,bench,examples]"
 	touch $(STAMP)
 
 install: $(STAMP)
@@ -25,6 +25,7 @@ test: $(STAMP)
 
 bench: $(STAMP)
 	$(PY) benchmarks/loss_bench.py
+	$(PY) benchmarks/batchnorm_bench.py
 
 experiments: $(STAMP)
 	$(PY) -m pytest -m slow -q
