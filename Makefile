@@ -26,6 +26,7 @@ test: $(STAMP)
 bench: $(STAMP)
 	$(PY) benchmarks/loss_bench.py
 	$(PY) benchmarks/batchnorm_bench.py
+	$(PY) benchmarks/gradcache_bench.py
 
 experiments: $(STAMP)
 	$(PY) -m pytest -m slow -q

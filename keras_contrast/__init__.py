@@ -17,7 +17,16 @@ if keras.backend.backend() != "tensorflow":
 from keras_contrast import distribute  # noqa: E402
 from keras_contrast import layers  # noqa: E402
 from keras_contrast import losses  # noqa: E402
+from keras_contrast import normalization  # noqa: E402
+from keras_contrast import training  # noqa: E402
 
 __version__ = "0.1.0"
 
-__all__ = ["distribute", "layers", "losses", "__version__"]
+__all__ = [
+    "distribute",
+    "layers",
+    "losses",
+    "normalization",
+    "training",
+    "__version__",
+]
