@@ -14,6 +14,7 @@ if keras.backend.backend() != "tensorflow":
         "KERAS_BACKEND=tensorflow before importing keras."
     )
 
+from keras_contrast import callbacks  # noqa: E402
 from keras_contrast import distribute  # noqa: E402
 from keras_contrast import layers  # noqa: E402
 from keras_contrast import losses  # noqa: E402
@@ -23,6 +24,7 @@ from keras_contrast import training  # noqa: E402
 __version__ = "0.1.0"
 
 __all__ = [
+    "callbacks",
     "distribute",
     "layers",
     "losses",
