@@ -1,6 +1,10 @@
 """Shared test helpers: tolerances, strategies, serialization round trips."""
 
+import json
 import os
+import socket
+import subprocess
+import sys
 import tempfile
 
 import keras
@@ -58,3 +62,57 @@ def keras_file_round_trip(model):
         path = os.path.join(directory, "model.keras")
         model.save(path)
         return keras.models.load_model(path)
+
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def free_ports(count):
+    """`count` free TCP ports on 127.0.0.1."""
+    sockets = [socket.socket() for _ in range(count)]
+    for s in sockets:
+        s.bind(("127.0.0.1", 0))
+    ports = [s.getsockname()[1] for s in sockets]
+    for s in sockets:
+        s.close()
+    return ports
+
+
+def run_local_workers(script, output_dir, args=(), num_workers=2, timeout=240):
+    """Runs `script OUTPUT.json *args` as a MultiWorkerMirroredStrategy
+    cluster of `num_workers` processes on 127.0.0.1 (TF_CONFIG), bounded by
+    `timeout` seconds, and returns each worker's JSON output in task order.
+    """
+    addresses = [f"127.0.0.1:{port}" for port in free_ports(num_workers)]
+    processes, outputs = [], []
+    for index in range(num_workers):
+        env = dict(os.environ)
+        env["TF_CONFIG"] = json.dumps(
+            {"cluster": {"worker": addresses}, "task": {"type": "worker", "index": index}}
+        )
+        env["PYTHONPATH"] = ROOT + os.pathsep + env.get("PYTHONPATH", "")
+        env["TF_CPP_MIN_LOG_LEVEL"] = "2"
+        outputs.append(os.path.join(str(output_dir), f"worker{index}.json"))
+        processes.append(
+            subprocess.Popen(
+                [sys.executable, script, outputs[-1], *args],
+                env=env,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
+                text=True,
+            )
+        )
+    try:
+        logs = [p.communicate(timeout=timeout)[0] for p in processes]
+    finally:
+        for p in processes:
+            if p.poll() is None:
+                p.kill()
+                p.wait()
+    for p, log in zip(processes, logs):
+        assert p.returncode == 0, log[-3000:]
+    results = []
+    for output in outputs:
+        with open(output) as handle:
+            results.append(json.load(handle))
+    return results

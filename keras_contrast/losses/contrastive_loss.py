@@ -4,7 +4,6 @@ import math
 
 import keras
 import tensorflow as tf
-from keras import ops
 
 from keras_contrast import distribute
 

@@ -2,11 +2,7 @@
 processes x 16) give the outputs, gradients and moving statistics of one
 device with 32 samples; per-replica BatchNorm does not."""
 
-import json
 import os
-import socket
-import subprocess
-import sys
 
 import keras
 import numpy as np
@@ -19,7 +15,6 @@ from tests.layers import sync_bn_worker as worker
 
 NUM_REPLICAS = 4
 WORKER = os.path.join(os.path.dirname(__file__), "sync_bn_worker.py")
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(__file__)))
 SYNCHRONIZED_LAYERS = [keras.layers.BatchNormalization, layers.BatchNormalization]
 
 
@@ -129,50 +124,8 @@ def test_per_replica_batch_norm_does_not_equal_one_device():
         )
 
 
-def free_ports(count):
-    sockets = [socket.socket() for _ in range(count)]
-    for s in sockets:
-        s.bind(("127.0.0.1", 0))
-    ports = [s.getsockname()[1] for s in sockets]
-    for s in sockets:
-        s.close()
-    return ports
-
-
-def run_workers(tmp_path, timeout=180):
-    addresses = [f"127.0.0.1:{port}" for port in free_ports(2)]
-    processes, outputs = [], []
-    for index in range(2):
-        env = dict(os.environ)
-        env["TF_CONFIG"] = json.dumps(
-            {"cluster": {"worker": addresses}, "task": {"type": "worker", "index": index}}
-        )
-        env["PYTHONPATH"] = ROOT + os.pathsep + env.get("PYTHONPATH", "")
-        env["TF_CPP_MIN_LOG_LEVEL"] = "2"
-        outputs.append(tmp_path / f"worker{index}.json")
-        processes.append(
-            subprocess.Popen(
-                [sys.executable, WORKER, str(outputs[-1])],
-                env=env,
-                stdout=subprocess.PIPE,
-                stderr=subprocess.STDOUT,
-                text=True,
-            )
-        )
-    try:
-        logs = [p.communicate(timeout=timeout)[0] for p in processes]
-    finally:
-        for p in processes:
-            if p.poll() is None:
-                p.kill()
-                p.wait()
-    for p, log in zip(processes, logs):
-        assert p.returncode == 0, log[-3000:]
-    return [json.loads(o.read_text()) for o in outputs]
-
-
 def test_two_workers_equal_one_device(tmp_path):
-    results = run_workers(tmp_path)
+    results = test_case.run_local_workers(WORKER, tmp_path, timeout=180)
     reference = one_device()
 
     def combined(name):
