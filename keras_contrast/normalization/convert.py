@@ -226,6 +226,10 @@ class DomainRoutedModel(keras.Model):
         super().__init__(**kwargs)
         self.model = model
 
+    def build(self, input_shape=None):
+        # The wrapped model is built (and its variables exist) already.
+        self.built = True
+
     def call(self, inputs, training=None):
         if isinstance(inputs, dict):
             x, domain = inputs["inputs"], inputs["domain"]
