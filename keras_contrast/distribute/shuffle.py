@@ -41,19 +41,9 @@ def _random_keys(shape, seed):
     )
 
 
-@tf.custom_gradient
-def _dense_gradient(x):
-    """Identity whose gradient is a dense tensor.
-
-    `tf.gather` back-propagates `IndexedSlices`, which the all-reduce in the
-    gradient of `ReplicaContext.all_gather` cannot take.
-    """
-    return tf.identity(x), lambda dy: tf.convert_to_tensor(dy)
-
-
 def _gather_rows(x, rows):
     """`x` of every replica, concatenated, at the global `rows`."""
-    return tf.gather(_dense_gradient(all_gather(x)), rows)
+    return tf.gather(all_gather(x), rows)
 
 
 def shuffle_permutation(seed, num_replicas, local_batch):
