@@ -46,11 +46,11 @@ os.environ["KERAS_BACKEND"] = "tensorflow"
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import argparse  # noqa: E402
-import datetime  # noqa: E402
 import json  # noqa: E402
-import platform  # noqa: E402
 import statistics  # noqa: E402
 import time  # noqa: E402
+
+from bench_common import machine_info  # noqa: E402
 
 NUM_REPLICAS = 4
 VARIANTS = ("per_replica", "synchronized", "replica_mean")
@@ -258,29 +258,6 @@ def main(argv=None):
         + (" (under contention)" if results["machine"]["measured_under_contention"] else "")
         + f". Total {results['settings']['total_seconds']:.0f} s. Results written to {args.output}"
     )
-
-
-def machine_info():
-    cpu_model = platform.processor()
-    try:
-        with open("/proc/cpuinfo") as cpuinfo:
-            for line in cpuinfo:
-                if line.startswith("model name"):
-                    cpu_model = line.split(":", 1)[1].strip()
-                    break
-    except OSError:
-        pass
-    return {
-        "cpu_count": os.cpu_count(),
-        "cpu_affinity": len(os.sched_getaffinity(0)),
-        "cpu_model": cpu_model,
-        "total_ram_gib": round(
-            os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30, 1
-        ),
-        "platform": platform.platform(),
-        "python": platform.python_version(),
-        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-    }
 
 
 if __name__ == "__main__":

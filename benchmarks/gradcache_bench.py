@@ -46,12 +46,13 @@ os.environ["TF_CPP_MIN_LOG_LEVEL"] = "2"
 import argparse  # noqa: E402
 import datetime  # noqa: E402
 import json  # noqa: E402
-import platform  # noqa: E402
 import resource  # noqa: E402
 import statistics  # noqa: E402
 import subprocess  # noqa: E402
 import sys  # noqa: E402
 import time  # noqa: E402
+
+from bench_common import machine_info  # noqa: E402
 
 DEFAULT_OUTPUT = os.path.join(
     os.path.dirname(os.path.abspath(__file__)), "results", "gradcache.json"
@@ -185,27 +186,6 @@ def run_spawned(config, batch_size, repeats, timeout):
         tail = completed.stderr.strip().splitlines()[-1:] or ["no output"]
         return {"config": config, "N": batch_size, "error": f"exit {completed.returncode}: {tail[0]}"}
     return json.loads(json_lines[-1])
-
-
-def machine_info(started_at):
-    cpu_model = platform.processor()
-    try:
-        with open("/proc/cpuinfo") as cpuinfo:
-            for line in cpuinfo:
-                if line.startswith("model name"):
-                    cpu_model = line.split(":", 1)[1].strip()
-                    break
-    except OSError:
-        pass
-    return {
-        "cpu_count": os.cpu_count(),
-        "cpu_affinity": len(os.sched_getaffinity(0)),
-        "cpu_model": cpu_model,
-        "total_ram_gib": round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30, 1),
-        "platform": platform.platform(),
-        "python": platform.python_version(),
-        "date": started_at.isoformat(timespec="seconds"),
-    }
 
 
 def main(argv=None):

@@ -54,12 +54,13 @@ import datetime  # noqa: E402
 import hashlib  # noqa: E402
 import json  # noqa: E402
 import multiprocessing  # noqa: E402
-import platform  # noqa: E402
 import resource  # noqa: E402
 import statistics  # noqa: E402
 import subprocess  # noqa: E402
 import sys  # noqa: E402
 import time  # noqa: E402
+
+from bench_common import machine_info  # noqa: E402
 
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
@@ -402,28 +403,6 @@ def run_spawned(job, timeout):
 # ---------------------------------------------------------------------------
 # Parent: schedule, collect, report.
 # ---------------------------------------------------------------------------
-
-
-def machine_info(started_at):
-    cpu_model = platform.processor()
-    try:
-        with open("/proc/cpuinfo") as cpuinfo:
-            for line in cpuinfo:
-                if line.startswith("model name"):
-                    cpu_model = line.split(":", 1)[1].strip()
-                    break
-    except OSError:
-        pass
-    total_ram = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
-    return {
-        "cpu_count": os.cpu_count(),
-        "cpu_affinity": len(os.sched_getaffinity(0)),
-        "cpu_model": cpu_model,
-        "total_ram_gib": round(total_ram / 2**30, 1),
-        "platform": platform.platform(),
-        "python": platform.python_version(),
-        "date": started_at.isoformat(timespec="seconds"),
-    }
 
 
 def library_fingerprint():
