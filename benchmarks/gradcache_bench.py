@@ -14,28 +14,42 @@ re-invoked with `--single`):
   forward-only pass over the same batch (no gradient graph, training mode,
   i.e. what GradCache's first pass does); `native + forward` is the cost
   floor of a gradient cache (one extra forward, no overhead).
-- `gradcache_k`: `GradCache(model, num_chunks=k).train_step`, k = 2, 4, 8.
+- `gradcache_k`: `GradCache(model, num_chunks=k).train_step`, k = 2, 4, 8;
+  `gradcache_k_recompute` forwards the last chunk again instead of reusing
+  its first-pass graph (`reuse_last_chunk=False`); `gradcache_k_unchained`
+  drops the control dependencies that make the chunks run one after another.
 - `native_small_k`: the native step on N/k samples, reported x k: what the
   same samples cost when processed as k independent small batches (as Keras'
   `gradient_accumulation_steps` would, without cross-chunk negatives). On a
   CPU, per-sample cost falls with the batch (activations fit the caches), so
-  this separates that effect from GradCache's extra forward pass.
+  this separates that effect from GradCache's extra forward pass. Its memory
+  is that of one chunk's backward pass alone.
+- Budget: native vs `gradcache_8` at a larger N (1024) under a memory budget
+  (1 GiB of RSS growth): a watchdog thread stops a process whose RSS grows
+  past it, i.e. the batch does not fit.
 
 How
 ---
 - Time: the step (a `tf.function` around `train_step`) is traced and run
   once (warm-up), then run `repeats` times; the median wall time is reported.
-- Memory: peak RSS of the process (`ru_maxrss`) after the timed runs minus
-  the RSS just before the first step (model, optimizer and inputs already
-  exist). Tracing and TF's runtime buffers are included.
+- Memory: peak RSS of the process (VmHWM) minus the RSS just before the
+  first step (model, optimizer and inputs already exist): activation memory
+  plus tracing; also the peak of the steps after the warm-up alone (the
+  kernel's peak mark is reset after the warm-up).
+- Allocator: glibc's malloc raises its mmap threshold as large blocks are
+  freed, after which freed activation buffers stay in its heap and RSS shows
+  its cache rather than live tensors (small chunks look as big as big ones).
+  Every configuration therefore runs with `MALLOC_MMAP_THRESHOLD_=65536`; a
+  second group repeats native and 8 chunks with glibc's default for
+  comparison.
 - The machine's load average is recorded at the start and end: other
   processes sharing the CPU inflate times (and noise) but not memory.
 
 Results go to `benchmarks/results/gradcache.json`.
 
 Usage:
-    python benchmarks/gradcache_bench.py                  # N = 256, ~5 min
-    python benchmarks/gradcache_bench.py --batch 128 --repeats 3
+    python benchmarks/gradcache_bench.py                  # N = 512, ~10 min
+    python benchmarks/gradcache_bench.py --batch 128 --repeats 2 --budget-batch 0
 """
 
 import os
@@ -46,7 +60,6 @@ os.environ["TF_CPP_MIN_LOG_LEVEL"] = "2"
 import argparse  # noqa: E402
 import datetime  # noqa: E402
 import json  # noqa: E402
-import resource  # noqa: E402
 import statistics  # noqa: E402
 import subprocess  # noqa: E402
 import sys  # noqa: E402
@@ -58,6 +71,12 @@ DEFAULT_OUTPUT = os.path.join(
     os.path.dirname(os.path.abspath(__file__)), "results", "gradcache.json"
 )
 CHUNKS = (2, 4, 8)
+# glibc serves allocations above this size with mmap and returns them to the
+# OS when freed. Its default threshold grows with the sizes freed (up to 32
+# MiB), after which freed activation buffers stay cached in the heap and RSS
+# shows the allocator's cache instead of live memory. A fixed threshold makes
+# peak RSS track the live tensors; the same for every configuration.
+MMAP_THRESHOLD = 65536
 EMBEDDING_DIM = 128
 
 
@@ -102,11 +121,28 @@ def current_rss_kib():
     raise RuntimeError("no VmRSS in /proc/self/status")
 
 
-def timed(function, argument, repeats):
+def reset_peak_rss():
+    """Resets the kernel's peak-RSS mark (VmHWM) of this process (Linux >= 4.0)."""
+    with open("/proc/self/clear_refs", "w") as clear_refs:
+        clear_refs.write("5")
+
+
+def peak_rss_kib():
+    """VmHWM: peak RSS since the process started or since `reset_peak_rss`."""
+    with open("/proc/self/status") as status:
+        for line in status:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1])
+    raise RuntimeError("no VmHWM in /proc/self/status")
+
+
+def timed(function, argument, repeats, after_warmup=None):
     """Median and list of wall times of `repeats` runs (after a warm-up)."""
     start = time.perf_counter()
     _block(function(argument))
     warmup = time.perf_counter() - start
+    if after_warmup is not None:
+        after_warmup()
     times = []
     for _ in range(repeats):
         start = time.perf_counter()
@@ -123,7 +159,7 @@ def _block(outputs):
             value.numpy()
 
 
-def measure(config, batch_size, repeats):
+def measure(config, batch_size, repeats, budget_mib=None):
     import keras
     import numpy as np
     import tensorflow as tf
@@ -139,7 +175,13 @@ def measure(config, batch_size, repeats):
     elif config == "native":
         model = encoder
     else:
-        model = GradCache(encoder, num_chunks=int(config.split("_")[1]))
+        # gradcache_<k>[_recompute][_unchained]
+        model = GradCache(
+            encoder,
+            num_chunks=int(config.split("_")[1]),
+            reuse_last_chunk="_recompute" not in config,
+        )
+        model._chain_chunks = "_unchained" not in config
     model.compile(optimizer=keras.optimizers.SGD(0.01), loss=losses.InfoNCE(0.1))
     model.optimizer.build(model.trainable_variables)
     x = tf.constant(
@@ -147,8 +189,20 @@ def measure(config, batch_size, repeats):
     )
     step = tf.function(model.train_step)
     baseline_kib = current_rss_kib()
-    median, times, warmup = timed(step, (x,), repeats)
-    peak_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    if budget_mib is not None:
+        start_watchdog(config, batch_size, baseline_kib, budget_mib)
+    marks = {}
+
+    def after_warmup():
+        # The warm-up step traced and optimised the graph; from here on the
+        # peak is that of the steps themselves.
+        marks["peak_with_tracing_kib"] = peak_rss_kib()
+        marks["after_warmup_kib"] = current_rss_kib()
+        reset_peak_rss()
+
+    median, times, warmup = timed(step, (x,), repeats, after_warmup)
+    peak_kib = max(peak_rss_kib(), marks["peak_with_tracing_kib"])
+    step_peak_kib = peak_rss_kib()
     record = {
         "config": config,
         "N": batch_size,
@@ -156,6 +210,8 @@ def measure(config, batch_size, repeats):
         "seconds": times,
         "warmup_seconds": warmup,
         "peak_rss_growth_mib": (peak_kib - baseline_kib) / 1024,
+        "step_peak_rss_growth_mib": (step_peak_kib - baseline_kib) / 1024,
+        "rss_after_warmup_growth_mib": (marks["after_warmup_kib"] - baseline_kib) / 1024,
         "load_average_1_min": os.getloadavg()[0],
         "parameters": int(sum(np.prod(v.shape) for v in encoder.trainable_variables)),
     }
@@ -166,7 +222,34 @@ def measure(config, batch_size, repeats):
             forward, x, repeats
         )
     record["versions"] = {"tensorflow": tf.__version__, "keras": keras.__version__}
+    if budget_mib is not None:
+        record["budget_mib"] = budget_mib
+        # The watchdog polls; the kernel's peak mark also sees short spikes.
+        record["within_budget"] = record["peak_rss_growth_mib"] <= budget_mib
     return record
+
+
+def start_watchdog(config, batch_size, baseline_kib, budget_mib):
+    """Ends the process (reporting it) as soon as its RSS grows more than
+    `budget_mib` above `baseline_kib`: the run does not fit the budget."""
+    import threading
+
+    def watch():
+        while True:
+            growth_mib = (current_rss_kib() - baseline_kib) / 1024
+            if growth_mib > budget_mib:
+                record = {
+                    "config": config,
+                    "N": batch_size,
+                    "budget_mib": budget_mib,
+                    "within_budget": False,
+                    "stopped_at_growth_mib": growth_mib,
+                }
+                print(json.dumps(record), flush=True)
+                os._exit(0)
+            time.sleep(0.002)
+
+    threading.Thread(target=watch, daemon=True).start()
 
 
 # ---------------------------------------------------------------------------
@@ -174,11 +257,20 @@ def measure(config, batch_size, repeats):
 # ---------------------------------------------------------------------------
 
 
-def run_spawned(config, batch_size, repeats, timeout):
+def run_spawned(config, batch_size, repeats, timeout, malloc="fixed", budget_mib=None):
     command = [sys.executable, os.path.abspath(__file__), "--single", config]
     command += ["--batch", str(batch_size), "--repeats", str(repeats)]
+    if budget_mib is not None:
+        command += ["--budget-mib", str(budget_mib)]
+    env = dict(os.environ)
+    if malloc == "fixed":
+        env["MALLOC_MMAP_THRESHOLD_"] = str(MMAP_THRESHOLD)
+    else:
+        env.pop("MALLOC_MMAP_THRESHOLD_", None)
     try:
-        completed = subprocess.run(command, capture_output=True, text=True, timeout=timeout)
+        completed = subprocess.run(
+            command, capture_output=True, text=True, timeout=timeout, env=env
+        )
     except subprocess.TimeoutExpired:
         return {"config": config, "N": batch_size, "error": f"timed out after {timeout} s"}
     json_lines = [l for l in completed.stdout.splitlines() if l.startswith("{")]
@@ -188,79 +280,124 @@ def run_spawned(config, batch_size, repeats, timeout):
     return json.loads(json_lines[-1])
 
 
+def summarise(records, native):
+    """Ratios of every record to the native step measured in the same run."""
+    floor = native["median_seconds"] + native["forward_median_seconds"]
+    rows = [
+        {
+            "config": "native + forward (floor)",
+            "median_seconds": floor,
+            "time_vs_native": floor / native["median_seconds"],
+        }
+    ]
+    for record in records:
+        if "error" in record or "median_seconds" not in record:
+            continue
+        seconds = record["median_seconds"]
+        name = record["config"]
+        if name.startswith("native_small_"):
+            k = int(name.rsplit("_", 1)[1])
+            seconds *= k
+            name = f"{k} x native step on N/{k}"
+        row = {
+            "config": name,
+            "median_seconds": seconds,
+            "time_vs_native": seconds / native["median_seconds"],
+            "time_vs_floor": seconds / floor,
+        }
+        for key in ("peak_rss_growth_mib", "step_peak_rss_growth_mib"):
+            row[key] = record[key]
+        row["memory_vs_native"] = record["peak_rss_growth_mib"] / native["peak_rss_growth_mib"]
+        rows.append(row)
+    return rows
+
+
+def run_all(configs, batch_size, repeats, timeout, malloc, budget_mib=None):
+    records = []
+    for config in configs:
+        record = run_spawned(config, batch_size, repeats, timeout, malloc, budget_mib)
+        records.append(record)
+        if "error" in record:
+            print(f"{config:<26} FAILED: {record['error']}", flush=True)
+        elif "median_seconds" not in record:
+            print(
+                f"{config:<26} N={batch_size}: over the {budget_mib} MiB budget "
+                f"(stopped at {record['stopped_at_growth_mib']:.0f} MiB)",
+                flush=True,
+            )
+        else:
+            budget = ""
+            if budget_mib is not None:
+                budget = "  within budget" if record["within_budget"] else "  OVER budget"
+            print(
+                f"{config:<26} N={batch_size} {1000 * record['median_seconds']:9.1f} ms "
+                f"{record['peak_rss_growth_mib']:9.1f} MiB  (load "
+                f"{record['load_average_1_min']:.1f}, malloc {malloc}){budget}",
+                flush=True,
+            )
+    return records
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n", 1)[0])
-    parser.add_argument("--batch", type=int, default=256, help="N, samples (2 views each)")
-    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--batch", type=int, default=512, help="N, samples (2 views each)")
+    parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--chunks", type=int, nargs="+", default=list(CHUNKS))
-    parser.add_argument("--small", type=int, nargs="*", default=[4],
+    parser.add_argument("--small", type=int, nargs="*", default=[8],
                         help="k of the native_small_k configurations")
+    parser.add_argument("--budget-mib", type=float, default=None,
+                        help="memory budget (RSS growth) of the budget demonstration "
+                        "(default 1024)")
+    parser.add_argument("--budget-batch", type=int, default=1024,
+                        help="N of the budget demonstration (0 skips it)")
     parser.add_argument("--output", default=DEFAULT_OUTPUT)
-    parser.add_argument("--timeout", type=float, default=600.0)
+    parser.add_argument("--timeout", type=float, default=900.0)
     parser.add_argument("--single", help="(internal) measure one configuration")
     args = parser.parse_args(argv)
     if args.single:
-        print(json.dumps(measure(args.single, args.batch, args.repeats)), flush=True)
+        record = measure(args.single, args.batch, args.repeats, args.budget_mib)
+        print(json.dumps(record), flush=True)
         return
 
+    if args.budget_mib is None:
+        args.budget_mib = 1024.0
     started = time.perf_counter()
     started_at = datetime.datetime.now(datetime.timezone.utc)
     load_at_start = os.getloadavg()
+    most = max(args.chunks)
     configs = ["native"] + [f"gradcache_{k}" for k in args.chunks]
+    configs += [f"gradcache_{k}_recompute" for k in (min(args.chunks), most)]
+    configs += [f"gradcache_{most}_unchained"]
     configs += [f"native_small_{k}" for k in args.small]
-    records = []
-    for config in configs:
-        record = run_spawned(config, args.batch, args.repeats, args.timeout)
-        records.append(record)
-        if "error" in record:
-            print(f"{config:<14} FAILED: {record['error']}", flush=True)
-        else:
-            print(
-                f"{config:<14} {1000 * record['median_seconds']:9.1f} ms "
-                f"{record['peak_rss_growth_mib']:9.1f} MiB  (load "
-                f"{record['load_average_1_min']:.1f})",
-                flush=True,
-            )
-    native = next((r for r in records if r["config"] == "native" and "error" not in r), None)
-    summary = []
-    if native is not None:
-        floor = native["median_seconds"] + native["forward_median_seconds"]
-        summary.append(
-            {
-                "config": "native + forward (floor)",
-                "median_seconds": floor,
-                "time_vs_native": floor / native["median_seconds"],
-            }
+    print("Side by side, malloc with a fixed mmap threshold:", flush=True)
+    records = run_all(configs, args.batch, args.repeats, args.timeout, "fixed")
+    print("Memory with glibc's default (adaptive) mmap threshold:", flush=True)
+    default_malloc = run_all(
+        ["native", f"gradcache_{most}"], args.batch, 1, args.timeout, "default"
+    )
+    budget = []
+    if args.budget_batch:
+        print(f"A {args.budget_mib:.0f} MiB budget at N={args.budget_batch}:", flush=True)
+        budget = run_all(
+            ["native", f"gradcache_{most}"], args.budget_batch, 1, args.timeout, "fixed",
+            args.budget_mib,
         )
-        for record in records:
-            if "error" in record:
-                continue
-            if record["config"].startswith("native_small_"):
-                k = int(record["config"].rsplit("_", 1)[1])
-                seconds = k * record["median_seconds"]
-                summary.append(
-                    {
-                        "config": f"{k} x native step on N/{k}",
-                        "median_seconds": seconds,
-                        "time_vs_native": seconds / native["median_seconds"],
-                        "time_vs_floor": seconds / floor,
-                        "peak_rss_growth_mib": record["peak_rss_growth_mib"],
-                        "memory_vs_native": record["peak_rss_growth_mib"]
-                        / native["peak_rss_growth_mib"],
-                    }
-                )
-                continue
-            summary.append(
-                {
-                    "config": record["config"],
-                    "median_seconds": record["median_seconds"],
-                    "time_vs_native": record["median_seconds"] / native["median_seconds"],
-                    "time_vs_floor": record["median_seconds"] / floor,
-                    "peak_rss_growth_mib": record["peak_rss_growth_mib"],
-                    "memory_vs_native": record["peak_rss_growth_mib"]
-                    / native["peak_rss_growth_mib"],
-                }
-            )
+
+    def native_of(group):
+        return next((r for r in group if r["config"] == "native" and "median_seconds" in r), None)
+
+    native = native_of(records)
+    summary = summarise(records, native) if native else []
+    default_native = native_of(default_malloc)
+    default_summary = [
+        {
+            "config": r["config"],
+            "peak_rss_growth_mib": r["peak_rss_growth_mib"],
+            "memory_vs_native": r["peak_rss_growth_mib"] / default_native["peak_rss_growth_mib"],
+        }
+        for r in default_malloc
+        if default_native and "peak_rss_growth_mib" in r
+    ]
     load_at_end = os.getloadavg()
     shared = max(load_at_start[0], load_at_end[0]) > 1.5
     results = {
@@ -268,9 +405,16 @@ def main(argv=None):
             "Training step of a small ResNet-like conv net on N pairs of 32x32 "
             "images (InfoNCE, SGD, float32, one device, tf.function around "
             "train_step): native big batch vs GradCache(num_chunks=k). Median "
-            "of `repeats` runs after a warm-up; peak_rss_growth_mib = ru_maxrss "
-            "after the runs minus RSS just before the first step. The floor is "
-            "the native step plus one forward-only pass over the batch."
+            "of `repeats` runs after a warm-up; peak_rss_growth_mib = peak RSS "
+            "(VmHWM) minus RSS just before the first step (tracing included); "
+            "step_peak_rss_growth_mib = the same for the steps after the "
+            "warm-up only. The floor is the native step plus one forward-only "
+            "pass over the batch. `_recompute`: reuse_last_chunk=False; "
+            "`_unchained`: chunks not chained by control dependencies. Each "
+            "configuration runs in its own process with MALLOC_MMAP_THRESHOLD_"
+            f"={MMAP_THRESHOLD} (see `default_malloc` for glibc's default). "
+            "`budget`: native vs GradCache at a larger N under a memory budget "
+            "(a watchdog stops a process whose RSS grows past it)."
         ),
         "note": (
             "Other processes shared the 2 CPUs during this run (see the load "
@@ -292,10 +436,15 @@ def main(argv=None):
             "repeats": args.repeats,
             "chunks": args.chunks,
             "small": args.small,
+            "malloc_mmap_threshold": MMAP_THRESHOLD,
+            "budget_mib": args.budget_mib,
+            "budget_N": args.budget_batch,
             "total_seconds": round(time.perf_counter() - started, 1),
         },
         "records": records,
         "summary": summary,
+        "default_malloc": {"records": default_malloc, "summary": default_summary},
+        "budget": budget,
     }
     os.makedirs(os.path.dirname(os.path.abspath(args.output)), exist_ok=True)
     with open(args.output, "w") as f:
@@ -304,10 +453,14 @@ def main(argv=None):
     for row in summary:
         memory = row.get("peak_rss_growth_mib")
         print(
-            f"{row['config']:<26}{1000 * row['median_seconds']:9.1f} ms  "
+            f"{row['config']:<28}{1000 * row['median_seconds']:9.1f} ms  "
             f"x{row['time_vs_native']:.2f} native"
+            + (f"  x{row['time_vs_floor']:.2f} floor" if "time_vs_floor" in row else "")
             + (f"  {memory:8.1f} MiB  x{row['memory_vs_native']:.2f}" if memory is not None else "")
         )
+    for row in default_summary:
+        print(f"default malloc {row['config']:<16}{row['peak_rss_growth_mib']:8.1f} MiB  "
+              f"x{row['memory_vs_native']:.2f}")
     print(f"Results written to {args.output}")
 
 

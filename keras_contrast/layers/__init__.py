@@ -3,6 +3,7 @@
 from keras_contrast.layers.batch_normalization import BatchNormalization
 from keras_contrast.layers.frozen_batch_normalization import FrozenBatchNormalization
 from keras_contrast.layers.ghost_batch_normalization import GhostBatchNormalization
+from keras_contrast.layers.projection_head import ProjectionHead
 from keras_contrast.layers.replica_statistics import ReplicaMeanStatistics
 from keras_contrast.layers.replica_statistics import average_replica_statistics
 from keras_contrast.layers.split_batch_normalization import SplitBatchNormalization
@@ -19,6 +20,7 @@ __all__ = [
     "FrozenBatchNormalization",
     "GhostBatchNormalization",
     "LearnableTemperature",
+    "ProjectionHead",
     "ReplicaMeanStatistics",
     "SplitBatchNormalization",
     "average_replica_statistics",

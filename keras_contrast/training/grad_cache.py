@@ -10,6 +10,8 @@ import tensorflow as tf
 
 from keras_contrast.api_export import keras_contrast_export
 from keras_contrast.layers.split_batch_normalization import SplitBatchNormalization
+from keras_contrast.training.contrastive_model import gradient_norm_logs
+from keras_contrast.training.contrastive_model import unscale_loss_for_distribution
 
 # Layers whose `momentum` attribute drives a moving-statistics update that
 # pass 3 must not repeat.
@@ -143,7 +145,10 @@ class GradCache(keras.Model):
        to the weights the loss itself uses (a learnable temperature fed by
        the wrapped model's `compute_loss`, weight regularizers);
     3. forwards each chunk again with gradients and accumulates
-       `∇_θ Σ_{i ∈ chunk} ⟨h_i, g_i⟩` (float32), one chunk after another;
+       `∇_θ Σ_{i ∈ chunk} ⟨h_i, g_i⟩` (float32), one chunk after another
+       (with `reuse_last_chunk`, the last chunk's first forward already
+       recorded its backward graph: it back-propagates `g` through that
+       graph instead of forwarding again, saving 1/k of a forward pass);
     4. applies the summed gradient once through the optimizer, then calls the
        wrapped model's `after_optimizer_step()` if it has one (e.g. a
        momentum-encoder EMA update), exactly once per step.
@@ -191,8 +196,13 @@ class GradCache(keras.Model):
     Renormalization is not exact (its correction reads the moving statistics,
     which pass 3 sees after all chunks' updates).
 
-    Not supported: losses added inside `call` (`add_loss`, activity
-    regularizers), which would come from the last chunk only.
+    Sample weights (`fit(..., sample_weight=w)`) reach the loss of step 2
+    and are exact. `predict`, `evaluate`, `call` and `export` use the
+    wrapped model.
+
+    Not supported (a `ValueError` says so): losses added inside `call`
+    (`add_loss`, activity regularizers), which would come from one chunk
+    only. Weight regularizers are exact (step 2 differentiates them).
 
     Args:
         model: a Keras model (functional or subclassed) mapping inputs to
@@ -204,6 +214,11 @@ class GradCache(keras.Model):
         num_chunks: int > 0, chunks per replica batch.
         replay_dropout: bool. Replay each chunk's random state in the second
             pass.
+        reuse_last_chunk: bool. Keep the last chunk's first-pass graph for
+            its backward pass instead of forwarding it again (exact either
+            way; saves time, holds one chunk's activations during step 2,
+            when no other chunk's are held). See
+            `benchmarks/results/gradcache.json` for the measured effect.
         **kwargs: `keras.Model` arguments (`name`, ...).
 
     Example:
@@ -218,7 +233,20 @@ class GradCache(keras.Model):
         under Memory Limited Setup. RepL4NLP 2021 (arXiv 2101.06983).
     """
 
-    def __init__(self, model, chunk_size=None, num_chunks=None, replay_dropout=True, **kwargs):
+    # Chain the chunks with control dependencies so they run one after
+    # another (benchmarks/gradcache_bench.py switches it off to measure what
+    # the chaining saves).
+    _chain_chunks = True
+
+    def __init__(
+        self,
+        model,
+        chunk_size=None,
+        num_chunks=None,
+        replay_dropout=True,
+        reuse_last_chunk=True,
+        **kwargs,
+    ):
         super().__init__(**kwargs)
         if not isinstance(model, keras.Model):
             raise ValueError(f"`model` must be a keras.Model, got {type(model).__name__}.")
@@ -230,6 +258,7 @@ class GradCache(keras.Model):
         self.chunk_size = _check_count("chunk_size", chunk_size)
         self.num_chunks = _check_count("num_chunks", num_chunks)
         self.replay_dropout = bool(replay_dropout)
+        self.reuse_last_chunk = bool(reuse_last_chunk)
         outputs = getattr(model, "outputs", None)
         if isinstance(outputs, (list, tuple)) and len(outputs) == 1:
             _check_embeddings_shape(outputs[0].shape, "model")
@@ -244,6 +273,21 @@ class GradCache(keras.Model):
 
     def call(self, inputs, training=None):
         return self.model(inputs, training=training)
+
+    def export(self, filepath, *args, **kwargs):
+        """Exports the wrapped model (what inference runs); see
+        `keras.Model.export`."""
+        return self.model.export(filepath, *args, **kwargs)
+
+    def get_build_config(self):
+        # The wrapped model is what gets built (the train step calls it, not
+        # this wrapper), so its build shapes are the ones to save.
+        return self.model.get_build_config()
+
+    def build_from_config(self, config):
+        if config and not self.model.built:
+            self.model.build_from_config(config)
+        self.built = self.model.built
 
     @property
     def _delegates_loss(self):
@@ -317,22 +361,35 @@ class GradCache(keras.Model):
         generators = _seed_generators(self.model) if self.replay_dropout else []
         if self._momenta is None:
             self._momenta = _FrozenMomenta(self.model)
+        # The last chunk's first forward can record its backward graph, which
+        # pass 3 then reuses instead of forwarding that chunk again.
+        reuse = self.reuse_last_chunk and len(chunks) > 1
+        chain = self._chain_chunks
 
         # 1. Forward every chunk without a gradient graph, one after another.
         embeddings, seed_states, previous = [], [], []
-        for chunk in chunks:
+        last_tape = None
+        for index, chunk in enumerate(chunks):
             with tf.control_dependencies(previous):
                 chunk = keras.tree.map_structure(tf.identity, chunk)
                 seed_states.append([g.state.value * 1 for g in generators])
-                h = tf.stop_gradient(self.model(chunk, training=True))
+                if reuse and index == len(chunks) - 1:
+                    with tf.GradientTape() as last_tape:
+                        last_h = self.model(chunk, training=True)
+                    h = tf.stop_gradient(last_h)
+                else:
+                    h = tf.stop_gradient(self.model(chunk, training=True))
             _check_embeddings_shape(h.shape, "the output of `model`")
+            _check_no_call_losses(self.model)
             embeddings.append(h)
-            previous = [h]
+            previous = [h] if chain else []
         final_states = [g.state.value * 1 for g in generators]
         y_pred = tf.concat(embeddings, axis=0)
+        self.built = self.built or self.model.built
 
         # 2. The true loss on all cached embeddings; g = ∂L/∂h, and ∂L/∂θ for
         # the weights the loss uses itself (the rest are unconnected: None).
+        # (A subclassed model creates its weights during its first forward.)
         trainable_weights = self.trainable_weights
         with tf.GradientTape() as tape:
             tape.watch(y_pred)
@@ -343,7 +400,7 @@ class GradCache(keras.Model):
         gradients = tape.gradient(scaled_loss, [y_pred] + trainable_weights)
         output_gradient, gradients = gradients[0], gradients[1:]
         self._loss_tracker.update_state(
-            _unscale_loss_for_distribution(loss),
+            unscale_loss_for_distribution(loss),
             sample_weight=tf.shape(keras.tree.flatten(x)[0])[0],
         )
         if not trainable_weights:
@@ -354,6 +411,21 @@ class GradCache(keras.Model):
         # carries the loss scale, so the surrogate is not scaled again.
         output_gradients = _split(output_gradient, sizes)
         previous = [output_gradient]
+        if reuse:
+            # ∇θ Σ⟨h, g⟩ = Jᵀg: the recorded graph back-propagates g directly.
+            last_gradient = tf.cast(output_gradients[-1], last_h.dtype)
+            gradients = _add(
+                gradients,
+                last_tape.gradient(last_h, trainable_weights, output_gradients=last_gradient),
+            )
+            del last_tape
+            if chain:
+                previous = [g for g in gradients if g is not None]
+            chunks, output_gradients, seed_states = (
+                chunks[:-1],
+                output_gradients[:-1],
+                seed_states[:-1],
+            )
         for chunk, chunk_gradient, states in zip(chunks, output_gradients, seed_states):
             with tf.control_dependencies(previous):
                 for generator, state in zip(generators, states):
@@ -366,7 +438,8 @@ class GradCache(keras.Model):
                         * tf.stop_gradient(tf.cast(chunk_gradient, tf.float32))
                     )
                 gradients = _add(gradients, tape.gradient(surrogate, trainable_weights))
-            previous = [g for g in gradients if g is not None]
+            previous = [g for g in gradients if g is not None] if chain else [output_gradient]
+        previous = [g for g in gradients if g is not None]
         with tf.control_dependencies(previous):
             for generator, state in zip(generators, final_states):
                 generator.state.assign(state)
@@ -377,11 +450,13 @@ class GradCache(keras.Model):
         # the last chunk's backward pass through that layer's weights.
         with tf.control_dependencies(previous):
             gradients = [None if g is None else tf.identity(g) for g in gradients]
+        logs = gradient_norm_logs(self, gradients, trainable_weights)
         self.optimizer.apply_gradients(zip(gradients, trainable_weights))
         hook = getattr(self.model, "after_optimizer_step", None)
         if callable(hook):
             hook()
-        return self.compute_metrics(x, y, y_pred, sample_weight=sample_weight)
+        metrics = self.compute_metrics(x, y, y_pred, sample_weight=sample_weight)
+        return {**metrics, **logs}
 
     def get_config(self):
         return {
@@ -391,6 +466,7 @@ class GradCache(keras.Model):
             "chunk_size": self.chunk_size,
             "num_chunks": self.num_chunks,
             "replay_dropout": self.replay_dropout,
+            "reuse_last_chunk": self.reuse_last_chunk,
         }
 
     @classmethod
@@ -398,6 +474,18 @@ class GradCache(keras.Model):
         config = dict(config)
         config["model"] = keras.layers.deserialize(config["model"], custom_objects=custom_objects)
         return cls(**config)
+
+
+def _check_no_call_losses(model):
+    """Losses added inside `call` would come from the last chunk only."""
+    added = sum(len(getattr(layer, "_losses", None) or ()) for layer in _flatten_layers(model))
+    if added:
+        raise ValueError(
+            "GradCache does not support losses added inside `call` (`add_loss`, "
+            f"activity regularizers): the wrapped model added {added} such "
+            "loss(es), which would come from one chunk only. Weight "
+            "regularizers work."
+        )
 
 
 def _check_embeddings_shape(shape, what):
@@ -408,12 +496,3 @@ def _check_embeddings_shape(shape, what):
             f"(batch, views, dim), got shape "
             f"{tuple(shape) if shape.rank is not None else 'unknown'}."
         )
-
-
-def _unscale_loss_for_distribution(loss):
-    """Keras divides each replica's loss by the number of replicas; its loss
-    tracker multiplies it back (as `keras.Model.train_step` does)."""
-    replicas = tf.distribute.get_strategy().num_replicas_in_sync
-    if replicas > 1:
-        loss = loss * tf.cast(replicas, loss.dtype)
-    return loss

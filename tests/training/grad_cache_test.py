@@ -447,3 +447,162 @@ def test_mixed_float16_uses_loss_scaling_and_matches_native():
     for expected, actual in zip(native.get_weights(), cached.get_weights()):
         test_case.assert_all_close(actual, expected, rtol=1e-2, atol_scale=1e-2)
     test_case.assert_all_close(cached_loss, native_loss, rtol=1e-3)
+
+
+@pytest.mark.parametrize(
+    "reuse_last_chunk,chain", [(False, True), (True, False)], ids=["recompute_last", "unchained"]
+)
+def test_reuse_and_chaining_do_not_change_the_gradient(reuse_last_chunk, chain):
+    # Dropout and BN together: the last chunk either reuses its first-pass
+    # graph (default) or is forwarded again with replayed masks; unchained
+    # chunks may run in any order. All give the chunked reference.
+    x = random_views(16, seed=10)
+
+    def make_norm():
+        return layers.BatchNormalization(momentum=0.5)
+
+    weights = build_encoder(dropout=0.3, norm=make_norm).get_weights()
+
+    def make_model():
+        model = build_encoder(dropout=0.3, norm=make_norm)
+        model.set_weights(weights)
+        return model
+
+    expected = chunked_reference(make_model(), x, 4, LOSSES["infonce"]())
+    model = GradCache(make_model(), num_chunks=4, reuse_last_chunk=reuse_last_chunk)
+    model._chain_chunks = chain
+    model.compile(optimizer=GradientRecorder(), loss=LOSSES["infonce"]())
+    model.fit(x, batch_size=16, shuffle=False, verbose=0)
+    assert_gradients_close(model.optimizer.gradients(), expected)
+    assert model.get_config()["reuse_last_chunk"] is reuse_last_chunk
+
+
+def batch_norm_model(synchronized):
+    def make_norm():
+        return layers.BatchNormalization(momentum=0.5, synchronized=synchronized)
+
+    weights = build_encoder(norm=make_norm).get_weights()
+
+    def make_model():
+        model = build_encoder(norm=make_norm)
+        model.set_weights(weights)
+        return model
+
+    return make_model
+
+
+def moving_statistics(model):
+    bn = [layer for layer in model.layers if isinstance(layer, layers.BatchNormalization)][0]
+    return bn.moving_mean.numpy(), bn.moving_variance.numpy()
+
+
+def test_per_replica_batch_norm_under_two_replicas():
+    # Replica r holds samples 8r..8r+7 in two chunks of 4: each of the four
+    # chunks is normalised with its own statistics, so the chunked reference
+    # over np.split(x, 4) is exact; each replica's moving statistics see its
+    # two chunks once, and the variables read as the replica mean.
+    x = random_views(16, seed=11)
+    make_model = batch_norm_model(synchronized=False)
+    expected = chunked_reference(make_model(), x, 4, LOSSES["dcl"]())
+    cached, _ = grad_cache_step(make_model, LOSSES["dcl"], x, GradientRecorder, 2, num_chunks=2)
+    assert_gradients_close(cached.optimizer.gradients(), expected)
+    replica_statistics = []
+    for replica in range(2):
+        reference = make_model()
+        for chunk in np.split(x[8 * replica : 8 * replica + 8], 2):
+            reference(chunk, training=True)
+        replica_statistics.append(moving_statistics(reference))
+    for actual, per_replica in zip(moving_statistics(cached.model), zip(*replica_statistics)):
+        test_case.assert_all_close(actual, np.mean(per_replica, axis=0))
+
+
+def test_synchronized_batch_norm_normalises_each_global_chunk():
+    # Sync BN: chunk k of every replica forms one BN batch. Global chunk 0 =
+    # samples 0-3 (replica 0) + 8-11 (replica 1), chunk 1 = 4-7 + 12-15.
+    x = random_views(16, seed=12)
+    make_model = batch_norm_model(synchronized=True)
+    reference = make_model()
+    loss = LOSSES["infonce"]()
+    with tf.GradientTape() as tape:
+        h0 = reference(np.concatenate([x[0:4], x[8:12]]), training=True)
+        h1 = reference(np.concatenate([x[4:8], x[12:16]]), training=True)
+        value = loss(None, tf.concat([h0[:4], h1[:4], h0[4:], h1[4:]], axis=0))
+    expected = [g.numpy() for g in tape.gradient(value, reference.trainable_weights)]
+    cached, cached_loss = grad_cache_step(
+        make_model, LOSSES["infonce"], x, GradientRecorder, 2, num_chunks=2
+    )
+    test_case.assert_all_close(cached_loss, value.numpy())
+    for actual, wanted in zip(cached.optimizer.gradients(), expected):
+        test_case.assert_all_close(actual, wanted, rtol=1e-4)
+    for actual, wanted in zip(moving_statistics(cached.model), moving_statistics(reference)):
+        test_case.assert_all_close(actual, wanted, rtol=1e-4)
+
+
+@pytest.mark.parametrize("num_replicas", [1, 2])
+def test_sample_weight_equals_native(num_replicas):
+    x = random_views(16, seed=13)
+    sample_weight = np.random.default_rng(14).uniform(0.2, 2.0, size=16).astype("float32")
+    weights = build_encoder().get_weights()
+
+    def make_model():
+        model = build_encoder()
+        model.set_weights(weights)
+        return model
+
+    native = make_model()
+    native.compile(optimizer=GradientRecorder(), loss=LOSSES["dclw"]())
+    native_history = native.fit(
+        x, sample_weight=sample_weight, batch_size=16, shuffle=False, verbose=0
+    )
+    with test_case.strategy(num_replicas).scope():
+        cached = GradCache(make_model(), num_chunks=2)
+        cached.compile(optimizer=GradientRecorder(), loss=LOSSES["dclw"]())
+    cached_history = cached.fit(
+        x, sample_weight=sample_weight, batch_size=16, shuffle=False, verbose=0
+    )
+    assert_gradients_close(cached.optimizer.gradients(), native.optimizer.gradients())
+    test_case.assert_all_close(
+        cached_history.history["loss"][0], native_history.history["loss"][0]
+    )
+
+
+@keras.saving.register_keras_serializable(package="keras_contrast_tests")
+class SubclassedEncoder(keras.Model):
+    """A subclassed embedding model: (batch, 2, 6) → (batch, 2, units)."""
+
+    def __init__(self, units=8, **kwargs):
+        super().__init__(**kwargs)
+        self.units = units
+        self.hidden = keras.layers.Dense(16, activation="tanh")
+        self.dropout = keras.layers.Dropout(0.2, seed=3)
+        self.head = keras.layers.Dense(units)
+
+    def call(self, inputs, training=None):
+        return self.head(self.dropout(self.hidden(inputs), training=training))
+
+    def get_config(self):
+        return {**super().get_config(), "units": self.units}
+
+
+def test_subclassed_model_keras_round_trip_and_export(tmp_path):
+    encoder = SubclassedEncoder()
+    model = GradCache(encoder, num_chunks=2)
+    model.compile(optimizer="adam", loss=LOSSES["infonce"]())
+    x = random_views(8, seed=15)
+    model.fit(x, batch_size=8, verbose=0)
+    expected = encoder.predict(x, verbose=0)
+    restored = test_case.keras_file_round_trip(model)
+    assert isinstance(restored.model, SubclassedEncoder)
+    test_case.assert_all_close(restored.predict(x, verbose=0), expected)
+    restored.fit(x, batch_size=8, verbose=0)  # the restored optimizer trains
+    model.export(str(tmp_path / "saved"), verbose=False)
+    loaded = tf.saved_model.load(str(tmp_path / "saved"))  # keep: owns the variables
+    test_case.assert_all_close(loaded.serve(tf.constant(x)).numpy(), expected)
+
+
+def test_rejects_losses_added_in_call():
+    inputs = keras.Input((2, 6))
+    outputs = keras.layers.Dense(8, activity_regularizer="l2")(inputs)
+    model = compiled(GradCache(keras.Model(inputs, outputs), num_chunks=2))
+    with pytest.raises(ValueError, match="add_loss"):
+        model.fit(random_views(8), batch_size=8, verbose=0)

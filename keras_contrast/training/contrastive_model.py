@@ -1,0 +1,204 @@
+"""The base of keras_contrast's ready models: Keras' training step with a
+once-per-step hook and gradient infinity-norm logs (DESIGN.md 1.2)."""
+
+import warnings
+
+import keras
+import tensorflow as tf
+
+from keras_contrast.api_export import keras_contrast_export
+
+# Where a model keeps the variable groups whose gradient inf-norm its train
+# step logs: {log name: [variables]}, set by `watch_gradient_norms`.
+_GROUPS_ATTRIBUTE = "_kc_gradient_norm_groups"
+LOG_PREFIX = "grad_inf_norm/"
+
+
+def _layer_path(variable):
+    path = getattr(variable, "path", None) or variable.name
+    return path.rsplit("/", 1)[0] if "/" in path else path
+
+
+def resolve_gradient_norm_groups(model, layers="first_last"):
+    """The variable groups whose gradient inf-norm to log.
+
+    Args:
+        model: a Keras model (a `GradCache` resolves through its wrapped
+            model: both hold the same variables).
+        layers: `"first_last"`: the layer owning the first trainable
+            variable and the one owning the last (in `trainable_variables`
+            order, which follows the layers' order in a functional model);
+            or a list of layers or layer names (a name matches every
+            trainable variable whose path has it as a component).
+
+    Returns:
+        A dict `{log name: [variables]}` with log names
+        `grad_inf_norm/<layer>` (`grad_inf_norm/first` and
+        `grad_inf_norm/last` for `"first_last"`).
+    """
+    variables = list(model.trainable_variables)
+    if not variables:
+        raise ValueError("The model has no trainable variables to monitor.")
+    if layers == "first_last":
+        first, last = _layer_path(variables[0]), _layer_path(variables[-1])
+        return {
+            LOG_PREFIX + "first": [v for v in variables if _layer_path(v) == first],
+            LOG_PREFIX + "last": [v for v in variables if _layer_path(v) == last],
+        }
+    if isinstance(layers, (str, keras.layers.Layer)):
+        layers = [layers]
+    if not isinstance(layers, (list, tuple)) or not layers:
+        raise ValueError(
+            f'`layers` must be "first_last" or a non-empty list of layers or '
+            f"layer names, got {layers!r}."
+        )
+    groups = {}
+    for layer in layers:
+        if isinstance(layer, keras.layers.Layer):
+            watched = {id(v) for v in layer.trainable_variables}
+            group = [v for v in variables if id(v) in watched]
+            name = layer.name
+        elif isinstance(layer, str):
+            group = [
+                v
+                for v in variables
+                if layer in (getattr(v, "path", None) or v.name).split("/")[:-1]
+            ]
+            name = layer
+        else:
+            raise ValueError(f"`layers` entries must be layers or names, got {layer!r}.")
+        if not group:
+            raise ValueError(f"Layer {name!r} has no trainable variables in the model.")
+        groups[LOG_PREFIX + name] = group
+    return groups
+
+
+@keras_contrast_export("keras_contrast.training.watch_gradient_norms")
+def watch_gradient_norms(model, layers="first_last"):
+    """Makes the train step of `model` log gradient infinity norms.
+
+    Works for `ContrastiveModel` subclasses and `GradCache`; the next
+    `fit` retraces the step. `keras_contrast.callbacks.GradientNormMonitor`
+    calls it; use `layers=None` to stop.
+
+    Args:
+        model: a `ContrastiveModel` or `GradCache`.
+        layers: see `resolve_gradient_norm_groups`, or None to stop.
+
+    Returns:
+        The dict `{log name: [variables]}` now watched (empty for None).
+    """
+    groups = {} if layers is None else resolve_gradient_norm_groups(model, layers)
+    setattr(model, _GROUPS_ATTRIBUTE, groups)
+    # Keras reuses a traced train function across `fit` calls.
+    model.train_function = None
+    return groups
+
+
+def gradient_norm_logs(model, gradients, variables):
+    """`{log name: max |g|}` of the watched groups, for the gradient of the
+    whole global batch: under a strategy each replica holds the gradient of
+    its share of the loss, so they are summed across replicas first (every
+    replica then logs the same value). Loss scaling is undone.
+
+    Args:
+        model: the model whose train step calls this.
+        gradients: the (loss-scaled) gradients of `variables`.
+        variables: the variables, as given to the optimizer.
+    """
+    groups = getattr(model, _GROUPS_ATTRIBUTE, None)
+    if not groups:
+        return {}
+    by_id = {id(v): g for v, g in zip(variables, gradients)}
+    optimizer = getattr(model, "optimizer", None)
+    scale = None
+    if isinstance(optimizer, keras.optimizers.LossScaleOptimizer):
+        scale = tf.cast(optimizer.dynamic_scale, tf.float32)
+    names, flat = [], []
+    for name, group in groups.items():
+        for variable in group:
+            gradient = by_id.get(id(variable))
+            names.append(name)
+            if gradient is None:
+                flat.append(tf.zeros(variable.shape, tf.float32))
+            else:
+                flat.append(tf.cast(tf.convert_to_tensor(gradient), tf.float32))
+    context = tf.distribute.get_replica_context()
+    if context is not None and context.num_replicas_in_sync > 1:
+        flat = context.all_reduce(tf.distribute.ReduceOp.SUM, flat)
+    logs = {}
+    for name, gradient in zip(names, flat):
+        value = tf.reduce_max(tf.abs(gradient)) if gradient.shape.num_elements() else 0.0
+        if scale is not None:
+            value = value / scale
+        logs[name] = value if name not in logs else tf.maximum(logs[name], value)
+    return logs
+
+
+@keras_contrast_export("keras_contrast.training.ContrastiveModel")
+class ContrastiveModel(keras.Model):
+    """Base class of the ready contrastive models (`SimCLR`, `MoCoV3`, ...).
+
+    Keras' own training step, plus two things contrastive training needs:
+
+    - `after_optimizer_step()`: override it for work that must happen once
+      per optimizer step, after the weights changed (a momentum encoder's
+      EMA update). The step calls it exactly once; `GradCache` calls the
+      wrapped model's hook the same way.
+    - gradient infinity norms: after `watch_gradient_norms(model, layers)`
+      (what `keras_contrast.callbacks.GradientNormMonitor` does), the step
+      adds `grad_inf_norm/<layer>` = max |g| of the global-batch gradient
+      of those layers to the logs (DESIGN.md 1.2: spikes show in the first
+      layer before the last).
+
+    Subclasses implement `call` (returning the `(batch, views, dim)`
+    embeddings the contrastive losses take) and may override `compute_loss`
+    to feed weights of their own (a learnable temperature) to the loss.
+
+    Example:
+    >>> class Siamese(keras_contrast.training.ContrastiveModel):
+    ...     def __init__(self, encoder, **kwargs):
+    ...         super().__init__(**kwargs)
+    ...         self.encoder = encoder
+    ...     def call(self, views, training=None):  # (b, 2, ...) -> (b, 2, d)
+    ...         b = keras.ops.shape(views)[0]
+    ...         flat = keras.ops.reshape(views, (-1,) + tuple(views.shape[2:]))
+    ...         return keras.ops.reshape(self.encoder(flat, training=training), (b, 2, -1))
+    """
+
+    def after_optimizer_step(self):
+        """Runs once per training step, after the optimizer update."""
+
+    def train_step(self, data):
+        x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
+        with tf.GradientTape() as tape:
+            y_pred = self(x, training=True)
+            loss = self._compute_loss(
+                x=x, y=y, y_pred=y_pred, sample_weight=sample_weight, training=True
+            )
+            self._loss_tracker.update_state(
+                unscale_loss_for_distribution(loss),
+                sample_weight=tf.shape(keras.tree.flatten(x)[0])[0],
+            )
+            if self.optimizer is not None:
+                loss = self.optimizer.scale_loss(loss)
+        logs = {}
+        trainable_weights = self.trainable_weights
+        if trainable_weights:
+            gradients = tape.gradient(loss, trainable_weights)
+            logs = gradient_norm_logs(self, gradients, trainable_weights)
+            self.optimizer.apply_gradients(zip(gradients, trainable_weights))
+        else:
+            warnings.warn("The model does not have any trainable weights.")
+        self.after_optimizer_step()
+        metrics = self.compute_metrics(x, y, y_pred, sample_weight=sample_weight)
+        return {**metrics, **logs}
+
+
+def unscale_loss_for_distribution(loss):
+    """Keras divides each replica's loss by the number of replicas; its loss
+    tracker multiplies it back (as `keras.Model.train_step` does)."""
+    replicas = tf.distribute.get_strategy().num_replicas_in_sync
+    if replicas > 1:
+        loss = loss * tf.cast(replicas, loss.dtype)
+    return loss
