@@ -18,6 +18,7 @@ from keras_contrast import callbacks  # noqa: E402
 from keras_contrast import distribute  # noqa: E402
 from keras_contrast import layers  # noqa: E402
 from keras_contrast import losses  # noqa: E402
+from keras_contrast import models  # noqa: E402
 from keras_contrast import normalization  # noqa: E402
 from keras_contrast import training  # noqa: E402
 
@@ -28,6 +29,7 @@ __all__ = [
     "distribute",
     "layers",
     "losses",
+    "models",
     "normalization",
     "training",
     "__version__",
