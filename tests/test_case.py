@@ -26,6 +26,24 @@ def assert_all_close(actual, expected, rtol=RTOL, atol_scale=1e-6, msg=""):
     np.testing.assert_allclose(actual, expected, rtol=rtol, atol=atol, err_msg=msg)
 
 
+class GradientRecorder(keras.optimizers.Optimizer):
+    """Stores the (replica-summed) gradient of every variable in `recorded`,
+    updates nothing."""
+
+    def __init__(self, **kwargs):
+        super().__init__(learning_rate=0.0, **kwargs)
+
+    def build(self, variables):
+        super().build(variables)
+        self.recorded = [self.add_variable_from_reference(v, "recorded") for v in variables]
+
+    def update_step(self, gradient, variable, learning_rate):
+        self.recorded[self._get_variable_index(variable)].assign(gradient)
+
+    def gradients(self):
+        return [v.numpy() for v in self.recorded]
+
+
 def strategy(num_replicas):
     """A MirroredStrategy over `num_replicas` of the conftest's logical CPUs
     (the default strategy for 1)."""

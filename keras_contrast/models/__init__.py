@@ -1,8 +1,19 @@
 """Backbones with pluggable normalization and ready contrastive models."""
 
+from keras_contrast.models.dual_encoder import DualEncoder
+from keras_contrast.models.mocov3 import MoCoV3
 from keras_contrast.models.resnet import ResNetBackbone
+from keras_contrast.models.simclr import SimCLR
 from keras_contrast.models.vit import ViTBackbone
 from keras_contrast.models.vit import ViTTokens
 from keras_contrast.models.vit import sincos_position_embedding
 
-__all__ = ["ResNetBackbone", "ViTBackbone", "ViTTokens", "sincos_position_embedding"]
+__all__ = [
+    "DualEncoder",
+    "MoCoV3",
+    "ResNetBackbone",
+    "SimCLR",
+    "ViTBackbone",
+    "ViTTokens",
+    "sincos_position_embedding",
+]

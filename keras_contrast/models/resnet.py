@@ -5,6 +5,8 @@ import math
 import keras
 
 from keras_contrast.api_export import keras_contrast_export
+from keras_contrast.normalization.factory import deserialize_norm
+from keras_contrast.normalization.factory import serialize_norm
 from keras_contrast.normalization.factory import normalization_layer
 
 # depth -> (blocks per stage, bottleneck)
@@ -125,15 +127,12 @@ class ResNetBackbone(keras.Model):
         self.output_dim = int(outputs.shape[-1])
 
     def get_config(self):
-        norm = self.norm
-        if callable(norm) and not isinstance(norm, str):
-            norm = keras.saving.serialize_keras_object(norm)
         return {
             "name": self.name,
             "trainable": self.trainable,
             "depth": self.depth,
             "stem": self.stem,
-            "norm": norm,
+            "norm": serialize_norm(self.norm),
             "norm_kwargs": self.norm_kwargs,
             "width": self.width,
             "input_shape": list(self.image_shape),
@@ -143,8 +142,7 @@ class ResNetBackbone(keras.Model):
     @classmethod
     def from_config(cls, config, custom_objects=None):
         config = dict(config)
-        if isinstance(config.get("norm"), dict):
-            config["norm"] = keras.saving.deserialize_keras_object(config["norm"])
+        config["norm"] = deserialize_norm(config.get("norm"))
         return cls(**config)
 
 

@@ -5,6 +5,8 @@ import keras
 import numpy as np
 
 from keras_contrast.api_export import keras_contrast_export
+from keras_contrast.normalization.factory import deserialize_norm
+from keras_contrast.normalization.factory import serialize_norm
 from keras_contrast.normalization.factory import normalization_layer
 
 # variant -> (hidden_dim, depth, num_heads); mlp_dim = 4 x hidden_dim.
@@ -223,9 +225,6 @@ class ViTBackbone(keras.Model):
         return self.get_layer("patch_projection")
 
     def get_config(self):
-        norm = self.norm
-        if callable(norm) and not isinstance(norm, str):
-            norm = keras.saving.serialize_keras_object(norm)
         return {
             "name": self.name,
             "trainable": self.trainable,
@@ -237,7 +236,7 @@ class ViTBackbone(keras.Model):
             "image_size": self.image_size,
             "patch_size": self.patch_size,
             "num_channels": self.num_channels,
-            "norm": norm,
+            "norm": serialize_norm(self.norm),
             "norm_kwargs": self.norm_kwargs,
             "freeze_patch_projection": self.freeze_patch_projection,
             "position_embedding": self.position_embedding,
@@ -247,6 +246,5 @@ class ViTBackbone(keras.Model):
     @classmethod
     def from_config(cls, config, custom_objects=None):
         config = dict(config)
-        if isinstance(config.get("norm"), dict):
-            config["norm"] = keras.saving.deserialize_keras_object(config["norm"])
+        config["norm"] = deserialize_norm(config.get("norm"))
         return cls(**config)

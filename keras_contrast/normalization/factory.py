@@ -84,3 +84,17 @@ def normalization_layer(norm, name=None, **kwargs):
     if norm == "layer":
         return keras.layers.LayerNormalization(name=name, **kwargs)
     return keras.layers.GroupNormalization(name=name, **kwargs)
+
+
+def serialize_norm(norm):
+    """A `norm=` argument as config: names stay, callables are serialized."""
+    if callable(norm) and not isinstance(norm, str):
+        return keras.saving.serialize_keras_object(norm)
+    return norm
+
+
+def deserialize_norm(value):
+    """Inverse of `serialize_norm`."""
+    if isinstance(value, dict):
+        return keras.saving.deserialize_keras_object(value)
+    return value

@@ -1,8 +1,18 @@
-"""Training: the contrastive model base and the contrastive gradient cache."""
+"""Training: the contrastive model base, momentum encoders and the
+contrastive gradient cache."""
 
 from keras_contrast.training.contrastive_model import ContrastiveModel
 from keras_contrast.training.contrastive_model import resolve_gradient_norm_groups
 from keras_contrast.training.contrastive_model import watch_gradient_norms
 from keras_contrast.training.grad_cache import GradCache
+from keras_contrast.training.momentum import cosine_momentum
+from keras_contrast.training.momentum import ema_update
 
-__all__ = ["ContrastiveModel", "GradCache", "resolve_gradient_norm_groups", "watch_gradient_norms"]
+__all__ = [
+    "ContrastiveModel",
+    "GradCache",
+    "cosine_momentum",
+    "ema_update",
+    "resolve_gradient_norm_groups",
+    "watch_gradient_norms",
+]

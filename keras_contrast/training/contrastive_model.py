@@ -169,6 +169,13 @@ class ContrastiveModel(keras.Model):
     def after_optimizer_step(self):
         """Runs once per training step, after the optimizer update."""
 
+    @property
+    def training_optimizer(self):
+        """The optimizer that trains this model: its own, or that of a
+        `GradCache` wrapping it (whose `iterations` then count the steps)."""
+        optimizer = getattr(self, "_kc_outer_optimizer", None)
+        return optimizer if optimizer is not None else getattr(self, "optimizer", None)
+
     def train_step(self, data):
         x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
         with tf.GradientTape() as tape:

@@ -151,7 +151,9 @@ class GradCache(keras.Model):
        graph instead of forwarding again, saving 1/k of a forward pass);
     4. applies the summed gradient once through the optimizer, then calls the
        wrapped model's `after_optimizer_step()` if it has one (e.g. a
-       momentum-encoder EMA update), exactly once per step.
+       momentum-encoder EMA update), exactly once per step. (A
+       `ContrastiveModel`'s `training_optimizer` is then this wrapper's
+       optimizer, so a schedule can read `iterations`.)
 
     Memory is that of one chunk's backward pass plus the cached embeddings;
     the price is one extra forward pass. The logged `loss` is the true loss
@@ -295,6 +297,10 @@ class GradCache(keras.Model):
 
     def compile(self, optimizer="rmsprop", loss=None, loss_weights=None, **kwargs):
         super().compile(optimizer=optimizer, loss=loss, loss_weights=loss_weights, **kwargs)
+        # The wrapped model's per-step hook may read the step count (e.g. a
+        # momentum schedule): point it at the optimizer that trains it. A
+        # plain attribute, not tracked by Keras.
+        object.__setattr__(self.model, "_kc_outer_optimizer", self.optimizer)
         if self._delegates_loss and loss is not None:
             # The wrapped model's `compute_loss` reads its own `self.loss`.
             self.model.compile(optimizer=None, loss=loss, loss_weights=loss_weights)

@@ -22,21 +22,7 @@ LOSSES = {
 }
 
 
-class GradientRecorder(keras.optimizers.Optimizer):
-    """Stores the (replica-summed) gradient of every variable, updates nothing."""
-
-    def __init__(self, **kwargs):
-        super().__init__(learning_rate=0.0, **kwargs)
-
-    def build(self, variables):
-        super().build(variables)
-        self.recorded = [self.add_variable_from_reference(v, "recorded") for v in variables]
-
-    def update_step(self, gradient, variable, learning_rate):
-        self.recorded[self._get_variable_index(variable)].assign(gradient)
-
-    def gradients(self):
-        return [v.numpy() for v in self.recorded]
+GradientRecorder = test_case.GradientRecorder
 
 
 def build_encoder(seed=0, dropout=None, norm=None, output_rank=3):

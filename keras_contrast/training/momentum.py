@@ -1,0 +1,61 @@
+"""Momentum (EMA) encoders: the cosine momentum schedule and the update."""
+
+import math
+
+import tensorflow as tf
+
+from keras_contrast.api_export import keras_contrast_export
+
+
+@keras_contrast_export("keras_contrast.training.cosine_momentum")
+def cosine_momentum(step, total_steps, base_momentum=0.99, final_momentum=1.0):
+    """The momentum of step `step` under the cosine schedule of BYOL and
+    MoCo v3: `m = m1 − (m1 − m0)·(cos(π·k/K) + 1)/2`, from `m0` at k = 0 to
+    `m1` at k = K (and after).
+
+    Args:
+        step: int or integer/float tensor, k (e.g. `optimizer.iterations`).
+        total_steps: int > 0, K.
+        base_momentum: float in [0, 1], m0.
+        final_momentum: float in [0, 1], m1.
+
+    Returns:
+        A float32 scalar tensor.
+
+    Example:
+    >>> cosine_momentum(0, 100).numpy()   # 0.99
+    >>> cosine_momentum(100, 100).numpy() # 1.0
+    """
+    if isinstance(total_steps, bool) or not isinstance(total_steps, int) or total_steps <= 0:
+        raise ValueError(f"`total_steps` must be an int > 0, got {total_steps!r}.")
+    for name, value in (("base_momentum", base_momentum), ("final_momentum", final_momentum)):
+        if not 0.0 <= value <= 1.0:
+            raise ValueError(f"`{name}` must lie in [0, 1], got {value!r}.")
+    progress = tf.minimum(tf.cast(step, tf.float32) / float(total_steps), 1.0)
+    cosine = (tf.cos(math.pi * progress) + 1.0) / 2.0
+    return final_momentum - (final_momentum - base_momentum) * cosine
+
+
+@keras_contrast_export("keras_contrast.training.ema_update")
+def ema_update(targets, sources, momentum):
+    """`t ← m·t + (1 − m)·s` for every pair of variables.
+
+    Args:
+        targets: list of variables (the momentum encoder's).
+        sources: list of variables or tensors of the same shapes.
+        momentum: float or scalar tensor m.
+    """
+    targets, sources = list(targets), list(sources)
+    if len(targets) != len(sources):
+        raise ValueError(
+            f"`targets` and `sources` must pair up, got {len(targets)} and {len(sources)}."
+        )
+    for target, source in zip(targets, sources):
+        if tuple(target.shape) != tuple(source.shape):
+            raise ValueError(
+                f"EMA target {getattr(target, 'path', target.name)} has shape "
+                f"{tuple(target.shape)} but its source has {tuple(source.shape)}."
+            )
+    for target, source in zip(targets, sources):
+        m = tf.cast(momentum, target.dtype)
+        target.assign(m * target + (1.0 - m) * tf.cast(source, target.dtype))

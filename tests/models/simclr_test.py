@@ -1,0 +1,115 @@
+"""SimCLR: the stacked-view forward pass, Shuffle BN across 4 replicas,
+fit under 2 replicas and through GradCache, export and round trip."""
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from keras_contrast import distribute
+from keras_contrast import losses
+from keras_contrast.models.simclr import SimCLR
+from keras_contrast.training import GradCache
+from tests import test_case
+from tests.models.common import tiny_backbone
+from tests.models.common import two_views
+
+
+def build(shuffle_bn=False, seed=0):
+    model = SimCLR(tiny_backbone(seed=seed), projection_dims=(8, 6), shuffle_bn=shuffle_bn,
+                   shuffle_seed=3)
+    model.build((None, 2, 8, 8, 1))
+    return model
+
+
+def embed(model, images, training):
+    return model.projector(model.backbone(images, training=training), training=training)
+
+
+def test_both_views_form_one_batch_norm_batch():
+    model = build()
+    x = two_views(6)
+    # Training mode: statistics over all 12 images at once.
+    flat = embed(model, x.reshape(12, 8, 8, 1), training=True).numpy().reshape(6, 2, 6)
+    reference = build()
+    reference.set_weights(model.get_weights())
+    test_case.assert_all_close(reference(x, training=True), flat)
+    # Separate views would be normalised differently: the test can fail.
+    separate = embed(build(), x[:, 0], training=True).numpy()
+    assert np.max(np.abs(separate - flat[:, 0])) > 1e-3
+    inference = np.stack([embed(model, x[:, v], False) for v in range(2)], axis=1)
+    test_case.assert_all_close(model(x, training=False), inference)
+
+
+def run_on_replicas(strategy, model, x, training):
+    distributed = test_case.split_per_replica(strategy, x)
+    outputs = strategy.run(lambda v: model(v, training=training), args=(distributed,))
+    return np.concatenate([t.numpy() for t in strategy.experimental_local_results(outputs)])
+
+
+def test_shuffle_bn_normalises_the_second_view_with_other_replicas_samples():
+    strategy = test_case.strategy(4)
+    x = two_views(16, seed=1)
+    single = build(shuffle_bn=True)
+    with strategy.scope():
+        model = build(shuffle_bn=True)
+    model.set_weights(single.get_weights())
+    # Inference: the permutation is undone exactly.
+    inference = np.stack([embed(single, x[:, v], False) for v in range(2)], axis=1)
+    test_case.assert_all_close(run_on_replicas(strategy, model, x, False), inference)
+    # Training: replica r normalises view 1 of its own samples, and view 2
+    # of the rows the shuffle (seed (3, step 0)) sends it.
+    permutation = distribute.shuffle_permutation(tf.constant([3, 0], tf.int64), 4, 4).numpy()
+    assert np.any(permutation.reshape(4, 4) // 4 != np.arange(4)[:, None])  # rows move
+    expected = np.zeros((16, 2, 6), np.float32)
+    shuffled = x[permutation, 1]
+    for r in range(4):
+        rows = slice(4 * r, 4 * r + 4)
+        expected[rows, 0] = embed(single, x[rows, 0], True)
+        expected[permutation[rows], 1] = embed(single, shuffled[rows], True)
+    actual = run_on_replicas(strategy, model, x, True)
+    test_case.assert_all_close(actual, expected, rtol=1e-4)
+
+
+@pytest.mark.parametrize("shuffle_bn", [False, True])
+def test_fit_under_two_replicas_export_and_round_trip(shuffle_bn, tmp_path):
+    x = two_views(16, seed=2)
+    with test_case.strategy(2).scope():
+        model = build(shuffle_bn=shuffle_bn)
+        model.compile(optimizer=keras.optimizers.SGD(0.1), loss=losses.DCLW(0.2))
+    history = model.fit(x, batch_size=8, epochs=2, verbose=0)
+    assert np.all(np.isfinite(history.history["loss"]))
+    restored = test_case.keras_file_round_trip(model)
+    assert isinstance(restored, SimCLR) and restored.shuffle_bn is shuffle_bn
+    # Outside the strategy, per-replica moving statistics read as their mean
+    # (inside `predict` under the strategy each replica would use its own).
+    test_case.assert_all_close(restored(x, training=False), model(x, training=False))
+    model.encoder.export(str(tmp_path / "encoder"), verbose=False)
+    loaded = tf.saved_model.load(str(tmp_path / "encoder"))
+    test_case.assert_all_close(
+        loaded.serve(tf.constant(x[:, 0])).numpy(), model.encoder(x[:, 0], training=False)
+    )
+
+
+def test_grad_cache_step_equals_chunked_reference():
+    # Chunks of 4 samples: per-chunk BN (8 images per BN batch).
+    x = two_views(8, seed=3)
+    model = build()
+    reference = build()
+    reference.set_weights(model.get_weights())
+    loss = losses.InfoNCE(0.2)
+    with tf.GradientTape() as tape:
+        outputs = [reference(chunk, training=True) for chunk in np.split(x, 2)]
+        value = loss(None, tf.concat(outputs, axis=0))
+    expected = tape.gradient(value, reference.trainable_weights)
+    cached = GradCache(model, num_chunks=2)
+    cached.compile(optimizer=keras.optimizers.SGD(1.0), loss=losses.InfoNCE(0.2))
+    before = [v.numpy() for v in model.trainable_weights]
+    cached.fit(x, batch_size=8, shuffle=False, verbose=0)
+    for after, start, gradient in zip(model.trainable_weights, before, expected):
+        test_case.assert_all_close(start - after.numpy(), gradient.numpy(), rtol=1e-4)
+
+
+def test_rejects_bad_views():
+    with pytest.raises(ValueError, match="views"):
+        build()(np.zeros((2, 3, 8, 8, 1), "float32"))
