@@ -16,6 +16,8 @@ if keras.backend.backend() != "tensorflow":
 
 from keras_contrast import callbacks  # noqa: E402
 from keras_contrast import distribute  # noqa: E402
+from keras_contrast import evaluation  # noqa: E402
+from keras_contrast import export  # noqa: E402
 from keras_contrast import layers  # noqa: E402
 from keras_contrast import losses  # noqa: E402
 from keras_contrast import models  # noqa: E402
@@ -27,6 +29,8 @@ __version__ = "0.1.0"
 __all__ = [
     "callbacks",
     "distribute",
+    "evaluation",
+    "export",
     "layers",
     "losses",
     "models",

@@ -89,7 +89,8 @@ def watch_gradient_norms(model, layers="first_last"):
         The dict `{log name: [variables]}` now watched (empty for None).
     """
     groups = {} if layers is None else resolve_gradient_norm_groups(model, layers)
-    setattr(model, _GROUPS_ATTRIBUTE, groups)
+    # A plain attribute: Keras would track a dict of variables as new state.
+    object.__setattr__(model, _GROUPS_ATTRIBUTE, groups)
     # Keras reuses a traced train function across `fit` calls.
     model.train_function = None
     return groups
@@ -113,7 +114,10 @@ def gradient_norm_logs(model, gradients, variables):
     optimizer = getattr(model, "optimizer", None)
     scale = None
     if isinstance(optimizer, keras.optimizers.LossScaleOptimizer):
-        scale = tf.cast(optimizer.dynamic_scale, tf.float32)
+        # The scale the loss was multiplied by (`scale_loss` uses the
+        # initial scale until the optimizer is built, at its first apply).
+        scale = optimizer.dynamic_scale if optimizer.built else optimizer.initial_scale
+        scale = tf.cast(scale, tf.float32)
     names, flat = [], []
     for name, group in groups.items():
         for variable in group:

@@ -1,0 +1,62 @@
+"""k-NN accuracy of the encoder during training."""
+
+import keras
+
+from keras_contrast.evaluation.knn import knn_accuracy
+
+
+def model_encoder(model):
+    """`model.encoder` (also inside a `GradCache`), else the model."""
+    inner = getattr(model, "model", None)
+    if isinstance(inner, keras.Model) and hasattr(inner, "encoder"):
+        return inner.encoder
+    return getattr(model, "encoder", model)
+
+
+# Holds its datasets, so it is not registered for serialization (as PreciseBN).
+class KNNMonitor(keras.callbacks.Callback):
+    """Adds the weighted k-NN accuracy of the encoder to the epoch logs.
+
+    Every `every_n_epochs` epochs the encoder embeds `train_data` (the
+    memory bank) and `val_data`, and `knn_accuracy` (cosine, k neighbours,
+    votes `exp(s/τ)`) is written to `logs["knn_accuracy"]`, which History,
+    TensorBoard, EarlyStopping and ModelCheckpoint then see (place this
+    callback before them).
+
+    Args:
+        train_data: `(x, y)` arrays or a dataset of `(x, y)` batches.
+        val_data: the same for the evaluation split.
+        k: neighbours.
+        temperature: vote temperature.
+        every_n_epochs: int > 0.
+        encoder: the model to evaluate; default `model.encoder` (of the
+            model inside a `GradCache` too), else the model itself.
+
+    Example:
+    >>> model.fit(data, epochs=100, callbacks=[KNNMonitor((x_tr, y_tr), (x_te, y_te))])
+    """
+
+    def __init__(self, train_data, val_data, k=200, temperature=0.1, every_n_epochs=1,
+                 encoder=None):
+        super().__init__()
+        if isinstance(every_n_epochs, bool) or not isinstance(every_n_epochs, int) or (
+            every_n_epochs <= 0
+        ):
+            raise ValueError(f"`every_n_epochs` must be an int > 0, got {every_n_epochs!r}.")
+        self.train_data = train_data
+        self.val_data = val_data
+        self.k = k
+        self.temperature = temperature
+        self.every_n_epochs = every_n_epochs
+        self.encoder = encoder
+        self.history = []
+
+    def on_epoch_end(self, epoch, logs=None):
+        if (epoch + 1) % self.every_n_epochs:
+            return
+        encoder = self.encoder or model_encoder(self.model)
+        accuracy = knn_accuracy(encoder, self.train_data, self.val_data, k=self.k,
+                                temperature=self.temperature)
+        self.history.append((epoch, accuracy))
+        if logs is not None:
+            logs["knn_accuracy"] = accuracy

@@ -1,0 +1,60 @@
+"""Linear evaluation of frozen features."""
+
+import keras
+import numpy as np
+
+from keras_contrast.api_export import keras_contrast_export
+from keras_contrast.evaluation.knn import _as_arrays
+from keras_contrast.evaluation.knn import extract_features
+
+
+@keras_contrast_export("keras_contrast.evaluation.linear_probe")
+def linear_probe(encoder, train, test, epochs=100, learning_rate=1e-2, batch_size=256,
+                 weight_decay=0.0, seed=0):
+    """Test accuracy of a linear softmax classifier on frozen features.
+
+    Features are extracted once (inference mode), standardised with the
+    training split's mean and standard deviation, and a `Dense(num_classes)`
+    layer is trained with Adam on the cross-entropy.
+
+    Args:
+        encoder: a Keras model, or None for the flattened inputs.
+        train: `(x, y)` arrays or a `tf.data.Dataset` of `(x, y)` batches.
+        test: the same for the evaluation split.
+        epochs: training epochs of the classifier.
+        learning_rate: Adam learning rate.
+        batch_size: batch size of extraction and training.
+        weight_decay: AdamW decoupled weight decay.
+        seed: initialisation seed.
+
+    Returns:
+        `(accuracy, classifier)`: float in [0, 1] and the trained
+        `keras.Sequential` (it expects standardised features).
+
+    Example:
+    >>> accuracy, _ = linear_probe(model.encoder, (x_train, y_train), (x_test, y_test))
+    """
+    if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs <= 0:
+        raise ValueError(f"`epochs` must be an int > 0, got {epochs!r}.")
+    x_train, y_train = _as_arrays(train)
+    x_test, y_test = _as_arrays(test)
+    f_train = extract_features(encoder, x_train, batch_size)
+    f_test = extract_features(encoder, x_test, batch_size)
+    mean, std = f_train.mean(axis=0), f_train.std(axis=0) + 1e-6
+    f_train, f_test = (f_train - mean) / std, (f_test - mean) / std
+    num_classes = int(max(y_train.max(), y_test.max())) + 1
+    classifier = keras.Sequential(
+        [
+            keras.Input((f_train.shape[1],)),
+            keras.layers.Dense(
+                num_classes, kernel_initializer=keras.initializers.GlorotUniform(seed)
+            ),
+        ]
+    )
+    classifier.compile(
+        optimizer=keras.optimizers.AdamW(learning_rate, weight_decay=weight_decay),
+        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+    )
+    classifier.fit(f_train, y_train, batch_size=batch_size, epochs=epochs, verbose=0)
+    predictions = np.argmax(classifier.predict(f_test, batch_size=batch_size, verbose=0), axis=1)
+    return float(np.mean(predictions == y_test.reshape(-1))), classifier
