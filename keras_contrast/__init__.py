@@ -22,6 +22,7 @@ from keras_contrast import layers  # noqa: E402
 from keras_contrast import losses  # noqa: E402
 from keras_contrast import models  # noqa: E402
 from keras_contrast import normalization  # noqa: E402
+from keras_contrast import optimizers  # noqa: E402
 from keras_contrast import training  # noqa: E402
 
 __version__ = "0.1.0"
@@ -35,6 +36,7 @@ __all__ = [
     "losses",
     "models",
     "normalization",
+    "optimizers",
     "training",
     "__version__",
 ]
