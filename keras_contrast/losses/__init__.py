@@ -12,6 +12,7 @@ from keras_contrast.losses.info_nce import NTXent
 from keras_contrast.losses.info_nce import info_nce
 from keras_contrast.losses.mocov3 import MoCoV3Loss
 from keras_contrast.losses.mocov3 import mocov3_loss
+from keras_contrast.losses.queue import queue_contrastive_loss
 
 __all__ = [
     "CLIPLoss",
@@ -26,4 +27,5 @@ __all__ = [
     "dclw",
     "info_nce",
     "mocov3_loss",
+    "queue_contrastive_loss",
 ]

@@ -4,25 +4,16 @@ import keras
 import tensorflow as tf
 
 from keras_contrast.api_export import keras_contrast_export
-from keras_contrast.normalization.factory import deserialize_norm
 from keras_contrast.normalization.factory import serialize_norm
 from keras_contrast.layers.projection_head import ProjectionHead
 from keras_contrast.models.simclr import check_views
-from keras_contrast.training.contrastive_model import ContrastiveModel
+from keras_contrast.training.momentum import MomentumEncoderModel
 from keras_contrast.training.momentum import cosine_momentum
-from keras_contrast.training.momentum import ema_update
-
-
-def momentum_copy(layer, name):
-    """An unbuilt layer of the same configuration as `layer`."""
-    config = keras.layers.serialize(layer)
-    copy = keras.layers.deserialize(config)
-    copy.name = name
-    return copy
+from keras_contrast.training.momentum import momentum_copy
 
 
 @keras_contrast_export("keras_contrast.models.MoCoV3")
-class MoCoV3(ContrastiveModel):
+class MoCoV3(MomentumEncoderModel):
     """MoCo v3 (Chen, Xie, He, 2021; DESIGN.md 1.2).
 
     Query encoder: backbone + 3-layer projector + 2-layer predictor (BN in
@@ -114,35 +105,9 @@ class MoCoV3(ContrastiveModel):
         """The query backbone: what to evaluate and export."""
         return self.backbone
 
-    def _pairs(self):
-        """(key variable, query variable) for the EMA: the query's trainable
-        variables and their counterparts (same structure, same order)."""
-        pairs = []
-        for query, key in ((self.backbone, self.key_backbone),
-                           (self.projector, self.key_projector)):
-            for q, k in zip(query.weights, key.weights):
-                if q.trainable:
-                    pairs.append((k, q))
-        return pairs
-
     def build(self, input_shape):
-        image_shape = (None,) + tuple(input_shape)[2:]
-        for layer in (self.backbone, self.key_backbone):
-            if not layer.built:
-                layer.build(image_shape)
-        features = self.backbone.compute_output_shape(image_shape)
-        self.projector.build(features)
-        self.key_projector.build(features)
+        features = self.build_momentum_encoders(input_shape)
         self.predictor.build(tuple(features)[:-1] + (self.projection_dims[-1],))
-        # The key encoder starts as a copy of the query encoder (moving
-        # statistics included) and is never touched by an optimizer.
-        for query, key in ((self.backbone, self.key_backbone),
-                           (self.projector, self.key_projector)):
-            if len(query.weights) != len(key.weights):
-                raise ValueError("The key encoder does not mirror the query encoder.")
-            for q, k in zip(query.weights, key.weights):
-                k.assign(q)
-                k.trainable = False
         self.built = True
 
     def current_momentum(self):
@@ -153,8 +118,7 @@ class MoCoV3(ContrastiveModel):
         return cosine_momentum(step, self.total_steps, self.momentum, self.final_momentum)
 
     def after_optimizer_step(self):
-        keys, queries = zip(*self._pairs())
-        ema_update(keys, [q.value for q in queries], self.current_momentum())
+        self.momentum_update(self.current_momentum())
 
     def call(self, views, training=None):
         check_views(views)
@@ -188,9 +152,4 @@ class MoCoV3(ContrastiveModel):
 
     @classmethod
     def from_config(cls, config, custom_objects=None):
-        config = dict(config)
-        config["backbone"] = keras.layers.deserialize(
-            config["backbone"], custom_objects=custom_objects
-        )
-        config["projection_norm"] = deserialize_norm(config.get("projection_norm"))
-        return cls(**config)
+        return cls(**cls.deserialize_arguments(config, custom_objects))

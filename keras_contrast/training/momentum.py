@@ -2,9 +2,12 @@
 
 import math
 
+import keras
 import tensorflow as tf
 
 from keras_contrast.api_export import keras_contrast_export
+from keras_contrast.normalization.factory import deserialize_norm
+from keras_contrast.training.contrastive_model import ContrastiveModel
 
 
 @keras_contrast_export("keras_contrast.training.cosine_momentum")
@@ -59,3 +62,70 @@ def ema_update(targets, sources, momentum):
     for target, source in zip(targets, sources):
         m = tf.cast(momentum, target.dtype)
         target.assign(m * target + (1.0 - m) * tf.cast(source, target.dtype))
+
+
+class MomentumEncoderModel(ContrastiveModel):
+    """Base of models with a momentum (EMA) copy of `backbone` +
+    `projector` as `key_backbone` + `key_projector` (MoCo, MoCo v3).
+
+    Subclasses create the four layers in `__init__` (the key ones with
+    `momentum_copy`) and call `build_momentum_encoders` in `build`. The key
+    variables are marked non-trainable one by one, so no optimizer sees
+    them, while their layers stay `trainable`: Keras runs a BatchNorm layer
+    whose `trainable` is False in inference mode, and MoCo's key encoder
+    normalises with batch statistics.
+    """
+
+    def momentum_pairs(self):
+        """(key variable, query variable) for the EMA: the query's trainable
+        variables and their counterparts (same structure, same order)."""
+        pairs = []
+        for query, key in ((self.backbone, self.key_backbone),
+                           (self.projector, self.key_projector)):
+            for q, k in zip(query.weights, key.weights):
+                if q.trainable:
+                    pairs.append((k, q))
+        return pairs
+
+    def build_momentum_encoders(self, input_shape):
+        """Builds both encoders for views `input_shape` `(batch, views, ...)`
+        and copies the query weights (moving statistics included) into the
+        key encoder. Returns the backbone's output shape."""
+        image_shape = (None,) + tuple(input_shape)[2:]
+        for layer in (self.backbone, self.key_backbone):
+            if not layer.built:
+                layer.build(image_shape)
+        features = self.backbone.compute_output_shape(image_shape)
+        self.projector.build(features)
+        self.key_projector.build(features)
+        for query, key in ((self.backbone, self.key_backbone),
+                           (self.projector, self.key_projector)):
+            if len(query.weights) != len(key.weights):
+                raise ValueError("The key encoder does not mirror the query encoder.")
+            for q, k in zip(query.weights, key.weights):
+                k.assign(q)
+                k.trainable = False
+        return features
+
+    def momentum_update(self, momentum):
+        """`key ← m·key + (1 − m)·query` over the query's trainable variables."""
+        keys, queries = zip(*self.momentum_pairs())
+        ema_update(keys, [q.value for q in queries], momentum)
+
+    @staticmethod
+    def deserialize_arguments(config, custom_objects=None):
+        """Turns the serialized `backbone` and `projection_norm` of a config
+        back into objects."""
+        config = dict(config)
+        config["backbone"] = keras.layers.deserialize(
+            config["backbone"], custom_objects=custom_objects
+        )
+        config["projection_norm"] = deserialize_norm(config.get("projection_norm"))
+        return config
+
+
+def momentum_copy(layer, name):
+    """An unbuilt layer of the same configuration as `layer`, named `name`."""
+    copy = keras.layers.deserialize(keras.layers.serialize(layer))
+    copy.name = name
+    return copy

@@ -29,7 +29,7 @@ def compiled(model, learning_rate=0.5):
 
 
 def pairs(model):
-    return [(k, q) for k, q in model._pairs()]
+    return model.momentum_pairs()
 
 
 def test_key_encoder_starts_as_copy_and_is_not_trainable():

@@ -1,0 +1,54 @@
+"""Presets: every preset builds, overrides are routed, the ResNet-18 SimCLR
+parameter count is derived by hand."""
+
+import numpy as np
+import pytest
+
+from keras_contrast import layers
+from keras_contrast.models import DualEncoder
+from keras_contrast.models import MoCoV3
+from keras_contrast.models import SimCLR
+from keras_contrast.models import from_preset
+from keras_contrast.models import list_presets
+
+
+def trainable_parameters(model):
+    return int(sum(np.prod(v.shape) for v in model.trainable_variables))
+
+
+def test_simclr_resnet18_cifar_parameter_count():
+    model = from_preset("simclr_resnet18_cifar")
+    model.build((None, 2, 32, 32, 3))
+    # CIFAR stem: conv 3x3x3x64 + BN (2x64) replaces 7x7x3x64 + BN.
+    trunk = 11_176_512 - 7 * 7 * 3 * 64 + 3 * 3 * 3 * 64
+    # Projection: Dense 512→2048 (no bias) + BN (2x2048) + Dense 2048→128 (bias).
+    head = 512 * 2048 + 2 * 2048 + 2048 * 128 + 128
+    assert trainable_parameters(model) == trunk + head
+    assert isinstance(model, SimCLR) and model.backbone.norm == "sync"
+
+
+@pytest.mark.parametrize("name", sorted(list_presets()))
+def test_every_preset_builds_small(name):
+    if name.startswith("simclr"):
+        model = from_preset(name, width=4, input_shape=(16, 16, 1), projection_dims=(8, 4))
+        x = np.zeros((2, 2, 16, 16, 1), "float32")
+        assert model(x).shape == (2, 2, 4)
+    elif name.startswith("mocov3"):
+        model = from_preset(name, image_size=16, patch_size=8, num_channels=1, depth=1,
+                            projection_dims=(8, 8, 4), prediction_dims=(8, 4))
+        assert isinstance(model, MoCoV3)
+        assert not model.backbone.patch_projection.trainable
+        assert model(np.zeros((2, 2, 16, 16, 1), "float32")).shape == (2, 4, 4)
+    else:
+        model = from_preset(name, vocabulary_size=50, sequence_length=6, width=8)
+        assert isinstance(model, DualEncoder)
+        tokens = np.ones((3, 6), "int32")
+        assert model((tokens, tokens)).shape == (3, 2, 128)
+        assert isinstance(model.temperature, layers.LearnableTemperature)
+
+
+def test_errors():
+    with pytest.raises(ValueError, match="presets"):
+        from_preset("simclr_resnet1000")
+    with pytest.raises(ValueError, match="does not take"):
+        from_preset("simclr_resnet_tiny", prediction_dims=(8, 4))
