@@ -87,3 +87,20 @@ def test_fit_under_two_replicas_and_errors():
         bad.fit(two_views(8), batch_size=8, verbose=0)
     with pytest.raises(ValueError, match="queue_size"):
         MoCo(tiny_backbone(), queue_size=0)
+
+
+def test_grad_cache_and_export(tmp_path):
+    from keras_contrast.export import export_encoder
+    from keras_contrast.training import GradCache
+
+    model = build(queue_size=12)
+    cached = GradCache(model, num_chunks=2)
+    cached.compile(optimizer=keras.optimizers.SGD(0.1), loss=losses.InfoNCE(0.2))
+    cached.fit(two_views(8, seed=4), batch_size=8, epochs=2, verbose=0)
+    # Two steps of 8 keys, enqueued once per step (not once per chunk).
+    assert int(model.queue_pointer.numpy()) == 16 % 12
+    export_encoder(cached, tmp_path / "encoder", normalize=False)
+    loaded = tf.saved_model.load(str(tmp_path / "encoder"))
+    images = two_views(3, seed=5)[:, 0]
+    test_case.assert_all_close(loaded.serve(tf.constant(images)).numpy(),
+                               model.encoder(images, training=False).numpy())
