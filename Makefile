@@ -12,7 +12,7 @@ export TF_CPP_MIN_LOG_LEVEL := 2
 $(STAMP): setup.cfg pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e ".[cpu,test,bench,examples]"
+	$(PY) -m pip install --quiet -e ".[cpu,cli,test,bench,examples]"
 	touch $(STAMP)
 
 install: $(STAMP)

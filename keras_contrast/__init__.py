@@ -1,9 +1,13 @@
 """keras_contrast: large-batch contrastive learning for Keras 3 / TensorFlow."""
 
 import os
+import sys
 
 # The library is built on tf.distribute; Keras must use its TensorFlow backend.
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
+if os.path.basename(sys.argv[0] if sys.argv else "") in ("keras-contrast", "-m"):
+    # The command line: keep TensorFlow's C++ start-up chatter off stderr.
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import keras  # noqa: E402
 
@@ -15,6 +19,7 @@ if keras.backend.backend() != "tensorflow":
     )
 
 from keras_contrast import callbacks  # noqa: E402
+from keras_contrast import data  # noqa: E402
 from keras_contrast import distribute  # noqa: E402
 from keras_contrast import evaluation  # noqa: E402
 from keras_contrast import export  # noqa: E402
@@ -29,6 +34,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "callbacks",
+    "data",
     "distribute",
     "evaluation",
     "export",

@@ -1,0 +1,399 @@
+"""The `keras-contrast` command: train, evaluate and export contrastive
+models on offline data.
+
+    keras-contrast train --model simclr --preset simclr_resnet_tiny --loss dclw \\
+        --dataset fashion_mnist --epochs 5 --batch-size 256 --replicas 4 --out runs/demo
+    keras-contrast evaluate runs/demo --dataset fashion_mnist
+    keras-contrast export runs/demo --out saved_models/simclr_fashion_mnist
+
+Bad arguments print one line on stderr and exit with code 2 before anything
+is written.
+"""
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+import time
+
+LOSSES = ("infonce", "dcl", "dclw", "clip", "mocov3")
+MODELS = {"simclr": ("infonce", "dcl", "dclw"), "mocov3": ("mocov3",)}
+DATASETS = ("fashion_mnist", "digits")
+
+
+class UsageError(Exception):
+    """A bad command line: reported in one line, exit code 2."""
+
+
+def _fail(message):
+    print(f"keras-contrast: error: {message}", file=sys.stderr)
+    return 2
+
+
+def build_parser():
+    parser = argparse.ArgumentParser(
+        prog="keras-contrast", description=__doc__.split("\n\n")[0])
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    train = commands.add_parser("train", help="train a contrastive model")
+    train.add_argument("--model", default="simclr", help=f"one of {sorted(MODELS)}")
+    train.add_argument("--preset", default=None,
+                       help="a keras_contrast.models preset (default: per model)")
+    train.add_argument("--loss", default=None, help=f"one of {LOSSES}")
+    train.add_argument("--dataset", default="fashion_mnist",
+                       help=f"{' | '.join(DATASETS)} | a folder of IDX files or class folders")
+    train.add_argument("--epochs", type=int, default=5)
+    train.add_argument("--batch-size", type=int, default=256, help="global batch size")
+    train.add_argument("--chunk-size", type=int, default=None,
+                       help="GradCache chunk size per replica (default: no gradient cache)")
+    train.add_argument("--replicas", type=int, default=1, help="simulated CPU replicas")
+    train.add_argument("--strategy", default="mirrored", choices=("mirrored", "multiworker"),
+                       help="multiworker: MultiWorkerMirroredStrategy from TF_CONFIG")
+    train.add_argument("--norm", default=None, help="backbone normalization (e.g. sync, batch)")
+    train.add_argument("--width", type=int, default=None, help="ResNet base width override")
+    train.add_argument("--temperature", type=float, default=0.2)
+    train.add_argument("--learning-rate", type=float, default=2e-3)
+    train.add_argument("--weight-decay", type=float, default=1e-4)
+    train.add_argument("--train-size", type=int, default=None,
+                       help="use the first N training images (default: all)")
+    train.add_argument("--knn-k", type=int, default=200)
+    train.add_argument("--knn-every", type=int, default=1, help="kNN monitor every N epochs")
+    train.add_argument("--seed", type=int, default=0)
+    train.add_argument("--deterministic", action=argparse.BooleanOptionalAction, default=True,
+                       help="TensorFlow op determinism (bit-identical reruns and resumes)")
+    train.add_argument("--out", required=True, help="output folder")
+    train.add_argument("--verbose", type=int, default=1, choices=(0, 1, 2))
+    train.add_argument("--interrupt-after-epoch", type=int, default=None,
+                       help=argparse.SUPPRESS)  # tests: die right after that epoch's backup
+
+    evaluate = commands.add_parser("evaluate", help="kNN and linear-probe accuracy")
+    evaluate.add_argument("model_dir", help="a `train` output folder or an exported SavedModel")
+    evaluate.add_argument("--dataset", default="fashion_mnist")
+    evaluate.add_argument("--knn-k", type=int, default=200)
+    evaluate.add_argument("--probe-epochs", type=int, default=30)
+    evaluate.add_argument("--train-size", type=int, default=None)
+
+    export = commands.add_parser("export", help="export the encoder as a SavedModel")
+    export.add_argument("model_dir", help="a `train` output folder")
+    export.add_argument("--out", required=True)
+    export.add_argument("--no-normalize", action="store_true",
+                        help="do not L2-normalise the embeddings")
+    return parser
+
+
+def _check_positive(args, *names):
+    for name in names:
+        value = getattr(args, name)
+        if value is not None and value <= 0:
+            raise UsageError(f"--{name.replace('_', '-')} must be > 0, got {value}")
+
+
+def _check_dataset(name):
+    if name in DATASETS:
+        return
+    if not os.path.isdir(name):
+        raise UsageError(f"--dataset {name!r} is neither {' nor '.join(DATASETS)} nor a folder")
+
+
+def _check_writable(out):
+    if os.path.exists(out) and not os.path.isdir(out):
+        raise UsageError(f"--out {out!r} exists and is not a folder")
+    target = os.path.abspath(out)
+    while not os.path.exists(target):
+        target = os.path.dirname(target)
+    if not os.path.isdir(target):
+        raise UsageError(f"--out {out!r} lies under a file, not a folder")
+    try:  # root passes os.access checks: try for real, then clean up
+        handle, probe = tempfile.mkstemp(dir=target, prefix=".keras_contrast_probe")
+        os.close(handle)
+        os.remove(probe)
+    except OSError:
+        raise UsageError(f"--out {out!r} is not writable") from None
+
+
+def validate_train(args):
+    """Every check that needs no TensorFlow, before anything is written."""
+    from keras_contrast.models.presets import PRESETS
+
+    if args.model not in MODELS:
+        raise UsageError(f"unknown --model {args.model!r}; choose one of {sorted(MODELS)}")
+    args.preset = args.preset or {"simclr": "simclr_resnet_tiny",
+                                  "mocov3": "mocov3_vit_tiny"}[args.model]
+    if args.preset not in PRESETS:
+        raise UsageError(f"unknown --preset {args.preset!r}; choose one of {sorted(PRESETS)}")
+    if not args.preset.startswith(args.model):
+        raise UsageError(f"--preset {args.preset!r} is not a {args.model} preset")
+    args.loss = args.loss or MODELS[args.model][-1]
+    if args.loss not in LOSSES:
+        raise UsageError(f"unknown --loss {args.loss!r}; choose one of {LOSSES}")
+    if args.loss not in MODELS[args.model]:
+        raise UsageError(f"--loss {args.loss} does not fit --model {args.model} "
+                         f"(use one of {MODELS[args.model]})")
+    _check_positive(args, "epochs", "batch_size", "chunk_size", "replicas", "temperature",
+                    "learning_rate", "train_size", "knn_k", "knn_every")
+    per_replica = args.batch_size // args.replicas
+    if args.batch_size % args.replicas or per_replica < 2:
+        raise UsageError(f"--batch-size {args.batch_size} must split into --replicas "
+                         f"{args.replicas} batches of at least 2")
+    if args.chunk_size is not None and per_replica % args.chunk_size:
+        raise UsageError(f"--batch-size {args.batch_size} is not divisible by --replicas "
+                         f"{args.replicas} x --chunk-size {args.chunk_size}")
+    _check_dataset(args.dataset)
+    _check_writable(args.out)
+
+
+def load_images(name, train_size=None):
+    """`((x_train, y_train), (x_test, y_test))` uint8 images `(n, H, W, C)`."""
+    import numpy as np
+
+    from keras_contrast import data
+
+    if name == "fashion_mnist":
+        (x, y), (xt, yt) = data.load_fashion_mnist()
+    elif name == "digits":
+        (x, y), (xt, yt) = data.load_digits()
+    elif all(os.path.exists(os.path.join(name, f)) for f in data.FASHION_MNIST_FILES.values()):
+        (x, y), (xt, yt) = data.load_fashion_mnist(name)
+    else:
+        raise UsageError(f"--dataset folder {name!r} holds no Fashion-MNIST IDX files")
+    if train_size:
+        x, y = x[:train_size], y[:train_size]
+    add_channel = (lambda a: a[..., None]) if x.ndim == 3 else (lambda a: a)
+    return (add_channel(x), y.astype(np.int64)), (add_channel(xt), yt.astype(np.int64))
+
+
+def make_strategy(args):
+    import tensorflow as tf
+
+    from keras_contrast import distribute
+
+    if args.strategy == "multiworker":
+        return tf.distribute.MultiWorkerMirroredStrategy()
+    if args.replicas > 1:
+        return distribute.simulated_cpu_strategy(args.replicas)
+    return tf.distribute.get_strategy()
+
+
+def make_loss(args):
+    from keras_contrast import losses
+
+    return {"infonce": losses.InfoNCE, "dcl": losses.DCL, "dclw": losses.DCLW,
+            "clip": losses.CLIPLoss, "mocov3": losses.MoCoV3Loss}[args.loss](args.temperature)
+
+
+def _task_index():
+    config = json.loads(os.environ.get("TF_CONFIG", "{}") or "{}")
+    task = config.get("task", {})
+    return int(task.get("index", 0)), task.get("type", "worker")
+
+
+def train(args):
+    validate_train(args)
+    if args.strategy == "mirrored" and args.replicas > 1:
+        from keras_contrast import distribute
+
+        distribute.configure_logical_cpus(max(args.replicas, 1))
+    import keras
+    import numpy as np
+
+    from keras_contrast import callbacks as kc_callbacks
+    from keras_contrast import data
+    from keras_contrast import evaluation
+    from keras_contrast import export
+    from keras_contrast import models
+    from keras_contrast.training import GradCache
+
+    (x_train, y_train), (x_test, y_test) = load_images(args.dataset, args.train_size)
+    if len(x_train) < args.batch_size:
+        raise UsageError(f"--batch-size {args.batch_size} exceeds the {len(x_train)} "
+                         "training images")
+    index, task_type = _task_index()
+    chief = args.strategy != "multiworker" or index == 0
+    os.makedirs(args.out, exist_ok=True)
+    backup_dir = os.path.join(args.out, "backup", f"worker_{index}")
+    initial_epoch = 0
+    metadata = os.path.join(backup_dir, "training_metadata.json")
+    if os.path.exists(metadata):
+        with open(metadata) as handle:
+            initial_epoch = int(json.load(handle)["epoch"])
+
+    keras.utils.set_random_seed(args.seed)
+    if args.deterministic:
+        import tensorflow as tf
+
+        # Same run, same bits: a resumed run then equals the uninterrupted one.
+        tf.config.experimental.enable_op_determinism()
+    strategy = make_strategy(args)
+    image_shape = tuple(x_train.shape[1:])
+    steps_per_epoch = len(x_train) // args.batch_size
+    overrides = {}
+    if args.model == "simclr":
+        overrides["input_shape"] = image_shape
+    else:
+        overrides.update(image_size=image_shape[0], num_channels=image_shape[2],
+                         patch_size=max(1, image_shape[0] // 7),
+                         total_steps=args.epochs * steps_per_epoch)
+    if args.norm:
+        overrides["norm"] = args.norm
+    if args.width:
+        overrides["width"] = args.width
+    with strategy.scope():
+        model = models.from_preset(args.preset, **overrides)
+        model.build((None, 2) + image_shape)
+        trainer = model
+        if args.chunk_size:
+            trainer = GradCache(model, chunk_size=args.chunk_size)
+        trainer.compile(
+            optimizer=keras.optimizers.AdamW(args.learning_rate, weight_decay=args.weight_decay),
+            loss=make_loss(args),
+        )
+    knn_bank = (x_train[:10000] / 255.0, y_train[:10000])
+    knn_test = (x_test[:2000] / 255.0, y_test[:2000])
+    norms = kc_callbacks.GradientNormMonitor()
+    callbacks = [
+        kc_callbacks.KNNMonitor(knn_bank, knn_test, k=args.knn_k, every_n_epochs=args.knn_every,
+                                encoder=model.encoder),
+        keras.callbacks.BackupAndRestore(backup_dir),
+        keras.callbacks.CSVLogger(os.path.join(args.out, f"history_{index}.csv"),
+                                  append=initial_epoch > 0),
+        norms,
+    ]
+    if chief:
+        callbacks.append(keras.callbacks.TensorBoard(os.path.join(args.out, "logs")))
+    if args.interrupt_after_epoch is not None:
+        callbacks.append(_Interrupt(args.interrupt_after_epoch))
+    dataset = data.two_view_dataset(
+        x_train, args.batch_size, seed=args.seed, epoch=initial_epoch,
+        num_epochs=max(args.epochs - initial_epoch, 1))
+    started = time.time()
+    history = trainer.fit(dataset, epochs=args.epochs, steps_per_epoch=steps_per_epoch,
+                          callbacks=callbacks, verbose=args.verbose)
+    seconds = time.time() - started
+    encoder = model.encoder
+    test = (x_test / 255.0, y_test)
+    train_full = (x_train / 255.0, y_train)
+    knn = evaluation.knn_accuracy(encoder, train_full, test, k=args.knn_k)
+    knn_pixels = evaluation.knn_accuracy(None, train_full, test, k=args.knn_k)
+    results = {"knn_accuracy": knn, "knn_accuracy_raw_pixels": knn_pixels,
+               "train_seconds": seconds, "epochs": args.epochs,
+               "initial_epoch": initial_epoch, "command": " ".join(sys.argv)}
+    target = args.out if chief else os.path.join(args.out, f"worker_{index}")
+    os.makedirs(target, exist_ok=True)
+    export.export_encoder(model, os.path.join(target, "saved_model"))
+    model.save(os.path.join(target, "model.keras"))
+    if chief:
+        write_plots(args.out, history.history, norms.history)
+        with open(os.path.join(args.out, "results.json"), "w") as handle:
+            json.dump(results, handle, indent=2)
+    print(f"kNN accuracy (k={args.knn_k}, cosine, tau=0.1) on the test split: {knn:.4f} "
+          f"(raw pixels: {knn_pixels:.4f}); training took {seconds:.0f} s")
+    return 0
+
+
+class _Interrupt:
+    """Exits abruptly after epoch `epoch` (1-based), after the backup."""
+
+    def __new__(cls, epoch):
+        import keras
+
+        class Interrupt(keras.callbacks.Callback):
+            def on_epoch_end(self, index, logs=None):
+                if index + 1 == epoch:
+                    sys.stdout.flush()
+                    os._exit(3)
+
+        return Interrupt()
+
+
+def write_plots(out, history, norms):
+    """loss.png, knn.png and grad_norms.png in `out`."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    for key, name, label in (("loss", "loss.png", "training loss"),
+                             ("knn_accuracy", "knn.png", "kNN accuracy")):
+        values = history.get(key)
+        if not values:
+            continue
+        figure, axis = plt.subplots(figsize=(5, 3.2))
+        axis.plot(range(1, len(values) + 1), values, marker="o")
+        axis.set_xlabel("epoch")
+        axis.set_ylabel(label)
+        figure.tight_layout()
+        figure.savefig(os.path.join(out, name), dpi=100)
+        plt.close(figure)
+    if norms:
+        figure, axis = plt.subplots(figsize=(6, 3.2))
+        for key, values in norms.items():
+            axis.plot(values, label=key.split("/")[-1], linewidth=1)
+        axis.set_yscale("log")
+        axis.set_xlabel("step")
+        axis.set_ylabel("gradient max |g|")
+        axis.legend()
+        figure.tight_layout()
+        figure.savefig(os.path.join(out, "grad_norms.png"), dpi=100)
+        plt.close(figure)
+
+
+def _load_encoder(model_dir):
+    import keras
+    import tensorflow as tf
+
+    keras_file = os.path.join(model_dir, "model.keras")
+    if os.path.exists(keras_file):
+        return keras.models.load_model(keras_file).encoder
+    if os.path.exists(os.path.join(model_dir, "saved_model.pb")):
+        loaded = tf.saved_model.load(model_dir)
+        return lambda x, training=False: loaded.serve(tf.constant(x, tf.float32))
+    raise UsageError(f"{model_dir!r} holds neither model.keras nor a SavedModel")
+
+
+def evaluate(args):
+    if not os.path.isdir(args.model_dir):
+        raise UsageError(f"model folder {args.model_dir!r} does not exist")
+    _check_dataset(args.dataset)
+    _check_positive(args, "knn_k", "probe_epochs", "train_size")
+    from keras_contrast import evaluation
+
+    encoder = _load_encoder(args.model_dir)
+    (x, y), (xt, yt) = load_images(args.dataset, args.train_size)
+    train_split, test_split = (x / 255.0, y), (xt / 255.0, yt)
+    knn = evaluation.knn_accuracy(encoder, train_split, test_split, k=args.knn_k)
+    probe, _ = evaluation.linear_probe(encoder, train_split, test_split, epochs=args.probe_epochs)
+    print(json.dumps({"knn_accuracy": knn, "linear_probe_accuracy": probe}))
+    return 0
+
+
+def export_command(args):
+    if not os.path.isdir(args.model_dir):
+        raise UsageError(f"model folder {args.model_dir!r} does not exist")
+    _check_writable(args.out)
+    keras_file = os.path.join(args.model_dir, "model.keras")
+    if not os.path.exists(keras_file):
+        raise UsageError(f"{args.model_dir!r} holds no model.keras (a `train` output folder)")
+    import keras
+
+    from keras_contrast import export
+
+    model = keras.models.load_model(keras_file)
+    export.export_encoder(model, args.out, normalize=not args.no_normalize)
+    print(f"Exported the encoder to {args.out} (signature `serve`: images -> embeddings)")
+    return 0
+
+
+def main(argv=None):
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return {"train": train, "evaluate": evaluate, "export": export_command}[args.command](args)
+    except UsageError as error:
+        return _fail(str(error))
+    except FileNotFoundError as error:
+        return _fail(str(error))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,23 @@
+"""Offline datasets and contrastive input pipelines."""
+
+from keras_contrast.data.augmentation import epoch_permutation
+from keras_contrast.data.augmentation import image_dataset
+from keras_contrast.data.augmentation import simclr_augment
+from keras_contrast.data.augmentation import two_view_dataset
+from keras_contrast.data.fashion_mnist import CLASS_NAMES as FASHION_MNIST_CLASSES
+from keras_contrast.data.fashion_mnist import FILES as FASHION_MNIST_FILES
+from keras_contrast.data.fashion_mnist import load_digits
+from keras_contrast.data.fashion_mnist import load_fashion_mnist
+from keras_contrast.data.fashion_mnist import read_idx
+
+__all__ = [
+    "FASHION_MNIST_CLASSES",
+    "FASHION_MNIST_FILES",
+    "epoch_permutation",
+    "image_dataset",
+    "load_digits",
+    "load_fashion_mnist",
+    "read_idx",
+    "simclr_augment",
+    "two_view_dataset",
+]

@@ -1,0 +1,103 @@
+"""The keras-contrast command: argument errors (exit 2, nothing written), a
+short training run on digits, resume after an abrupt exit equal to the
+uninterrupted run, evaluate and export."""
+
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from tests import test_case
+
+SMALL = ["--dataset", "digits", "--batch-size", "64", "--width", "4", "--knn-k", "10",
+         "--train-size", "512", "--verbose", "0", "--seed", "3"]
+
+
+def run(*args, timeout=600):
+    env = dict(os.environ, PYTHONPATH=test_case.ROOT, TF_CPP_MIN_LOG_LEVEL="2")
+    return subprocess.run([sys.executable, "-m", "keras_contrast", *args], capture_output=True,
+                          text=True, timeout=timeout, env=env)
+
+
+@pytest.mark.parametrize(
+    "args,message",
+    [
+        (["--model", "resnet"], "unknown --model"),
+        (["--loss", "clip"], "does not fit --model"),
+        (["--preset", "nope"], "unknown --preset"),
+        (["--batch-size", "30", "--replicas", "4"], "must split into --replicas"),
+        (["--batch-size", "64", "--replicas", "2", "--chunk-size", "5"], "not divisible"),
+        (["--dataset", "/no/such/folder"], "neither"),
+        (["--out", "/proc/keras_contrast_out"], "not writable"),
+        (["--epochs", "0"], "--epochs must be > 0"),
+    ],
+)
+def test_bad_arguments_exit_2_with_one_line(args, message, tmp_path):
+    out = str(tmp_path / "out")
+    command = ["train", "--out", out, *args] if "--out" not in args else ["train", *args]
+    completed = run(*command)
+    assert completed.returncode == 2
+    lines = completed.stderr.strip().splitlines()
+    assert len(lines) == 1 and message in lines[0], completed.stderr
+    assert not os.path.exists(out)
+
+
+def final_weights(out):
+    import keras
+
+    model = keras.models.load_model(os.path.join(out, "model.keras"))
+    return model.get_weights()
+
+
+def test_train_resume_evaluate_export(tmp_path):
+    full, resumed = str(tmp_path / "full"), str(tmp_path / "resumed")
+    # One replica: runs are bit-identical (under MirroredStrategy they agree
+    # only to float tolerance, see README), so the resume check is exact.
+    completed = run("train", *SMALL, "--epochs", "2", "--out", full)
+    assert completed.returncode == 0, completed.stderr[-3000:]
+    assert "kNN accuracy" in completed.stdout
+    for name in ("loss.png", "knn.png", "grad_norms.png", "results.json", "model.keras",
+                 os.path.join("saved_model", "saved_model.pb")):
+        assert os.path.exists(os.path.join(full, name)), name
+    results = json.load(open(os.path.join(full, "results.json")))
+    assert 0.0 <= results["knn_accuracy"] <= 1.0 and results["knn_accuracy_raw_pixels"] > 0.9
+
+    # A run killed right after epoch 1 resumes from its backup at epoch 2.
+    killed = run("train", *SMALL, "--epochs", "2", "--out", resumed,
+                 "--interrupt-after-epoch", "1")
+    assert killed.returncode == 3, killed.stderr[-3000:]
+    assert not os.path.exists(os.path.join(resumed, "model.keras"))
+    again = run("train", *SMALL, "--epochs", "2", "--out", resumed)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert json.load(open(os.path.join(resumed, "results.json")))["initial_epoch"] == 1
+    for a, b in zip(final_weights(resumed), final_weights(full)):
+        np.testing.assert_array_equal(a, b)
+
+    evaluated = run("evaluate", full, "--dataset", "digits", "--knn-k", "10", "--train-size", "512",
+                    "--probe-epochs", "3")
+    assert evaluated.returncode == 0, evaluated.stderr[-3000:]
+    scores = json.loads(evaluated.stdout.strip().splitlines()[-1])
+    assert scores["knn_accuracy"] == pytest.approx(results["knn_accuracy"])
+
+    exported = run("export", full, "--out", str(tmp_path / "exported"))
+    assert exported.returncode == 0, exported.stderr[-3000:]
+    import tensorflow as tf
+
+    loaded = tf.saved_model.load(str(tmp_path / "exported"))
+    images = np.random.default_rng(0).uniform(size=(3, 8, 8, 1)).astype("float32")
+    reference = tf.saved_model.load(os.path.join(full, "saved_model"))
+    test_case.assert_all_close(loaded.serve(images).numpy(), reference.serve(images).numpy())
+
+
+def test_replicas_with_gradient_cache(tmp_path):
+    out = str(tmp_path / "cached")
+    completed = run("train", *SMALL, "--epochs", "1", "--replicas", "2", "--chunk-size", "16",
+                    "--norm", "sync", "--out", out)
+    assert completed.returncode == 0, completed.stderr[-3000:]
+    results = json.load(open(os.path.join(out, "results.json")))
+    assert np.isfinite(results["knn_accuracy"])
+    history = open(os.path.join(out, "history_0.csv")).read()
+    assert "grad_inf_norm/first" in history and "knn_accuracy" in history
