@@ -1,0 +1,126 @@
+"""WordNet gloss ↔ words pairs: a real two-tower retrieval dataset, offline
+(Debian's `wordnet-base` package)."""
+
+import os
+
+import numpy as np
+
+from keras_contrast.api_export import keras_contrast_export
+
+DEFAULT_DIRECTORY = "/usr/share/wordnet"
+PARTS_OF_SPEECH = ("noun", "verb", "adj", "adv")
+
+
+def _word(token):
+    """`Canis_familiaris` → `canis familiaris`; drops adjective markers
+    such as `(a)`, `(p)`, `(ip)`."""
+    if token.endswith(")") and "(" in token:
+        token = token[: token.rindex("(")]
+    return token.replace("_", " ").lower()
+
+
+@keras_contrast_export("keras_contrast.data.parse_wordnet_data")
+def parse_wordnet_data(path):
+    """Synsets of one WordNet 3.0 `data.<pos>` file.
+
+    Each synset line reads `offset lex_filenum ss_type w_cnt (word lex_id)…
+    p_cnt (pointer)… [frames] | gloss`, with `w_cnt` in hexadecimal; lines
+    starting with two spaces are the licence header.
+
+    Args:
+        path: a `data.noun`/`data.verb`/`data.adj`/`data.adv` file.
+
+    Returns:
+        A list of dicts `{"id": "<pos>:<offset>", "words": [...], "gloss": str}`,
+        the gloss without its quoted usage examples.
+    """
+    pos = os.path.basename(path).split(".")[-1]
+    synsets = []
+    with open(path, encoding="utf-8", errors="replace") as handle:
+        for number, line in enumerate(handle, 1):
+            if line.startswith("  ") or not line.strip():
+                continue
+            fields, _, gloss = line.partition(" | ")
+            tokens = fields.split()
+            try:
+                count = int(tokens[3], 16)
+                # Case variants ("Devi", "devi") become one word.
+                words = list(dict.fromkeys(_word(tokens[4 + 2 * i]) for i in range(count)))
+            except (IndexError, ValueError):
+                raise ValueError(f"{path}:{number}: not a WordNet synset line.") from None
+            definition = gloss.strip().split('; "')[0].strip().rstrip(";").strip()
+            synsets.append({"id": f"{pos}:{tokens[0]}", "words": words, "gloss": definition})
+    return synsets
+
+
+@keras_contrast_export("keras_contrast.data.load_wordnet_pairs")
+def load_wordnet_pairs(directory=DEFAULT_DIRECTORY, pos=PARTS_OF_SPEECH, held_out=0.1, seed=0,
+                       max_pairs=None):
+    """Gloss ↔ words pairs of WordNet, split by synset into train and
+    held-out sets.
+
+    Query (tower A) = the gloss, key (tower B) = the synset's words joined
+    by ", " (e.g. "dog, domestic dog, canis familiaris").
+
+    Args:
+        directory: folder of the `data.*` files (Debian: `apt install
+            wordnet-base`).
+        pos: parts of speech to read.
+        held_out: fraction of synsets held out.
+        seed: split seed.
+        max_pairs: keep at most this many pairs (after shuffling).
+
+    Returns:
+        `(train, held_out)`: lists of dicts `{"id", "words", "gloss", "key"}`.
+    """
+    files = [os.path.join(directory, f"data.{p}") for p in pos]
+    missing = [f for f in files if not os.path.exists(f)]
+    if missing:
+        raise FileNotFoundError(
+            f"WordNet data files not found: {missing}. Install them with "
+            "`apt install wordnet-base` or pass `directory`."
+        )
+    if not 0.0 <= held_out < 1.0:
+        raise ValueError(f"`held_out` must lie in [0, 1), got {held_out!r}.")
+    pairs = [dict(s, key=", ".join(s["words"])) for f in files for s in parse_wordnet_data(f)]
+    order = np.random.default_rng(seed).permutation(len(pairs))
+    pairs = [pairs[i] for i in order][:max_pairs]
+    cut = int(round(len(pairs) * (1 - held_out)))
+    return pairs[:cut], pairs[cut:]
+
+
+@keras_contrast_export("keras_contrast.data.batches_without_repeated_words")
+def batches_without_repeated_words(pairs, batch_size, seed=0):
+    """Index batches in which no word appears in two synsets.
+
+    A word shared by two synsets of one batch (e.g. "bank") would make the
+    other synset a false negative for the contrastive loss; the greedy
+    packer instead defers such a pair to a later batch. Pairs that fit no
+    full batch are left out (`drop_remainder`).
+
+    Args:
+        pairs: list of dicts with `"words"`.
+        batch_size: int > 0.
+        seed: order seed.
+
+    Returns:
+        A list of int arrays of `batch_size` indices.
+    """
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size <= 0:
+        raise ValueError(f"`batch_size` must be an int > 0, got {batch_size!r}.")
+    pending = list(np.random.default_rng(seed).permutation(len(pairs)))
+    batches = []
+    while len(pending) >= batch_size:
+        batch, used, deferred = [], set(), []
+        for index in pending:
+            words = set(pairs[index]["words"])
+            if len(batch) < batch_size and not words & used:
+                batch.append(index)
+                used |= words
+            else:
+                deferred.append(index)
+        if len(batch) < batch_size:
+            break
+        batches.append(np.array(batch))
+        pending = deferred
+    return batches

@@ -1,0 +1,67 @@
+"""WordNet parsing on a hand-written file, the real files, and batches
+without repeated words."""
+
+import os
+
+import pytest
+
+from keras_contrast import data
+
+HEADER = "  1 This software and database is being provided to you, the LICENSEE, by  \n"
+NOUN = (
+    "02084071 05 n 03 dog 0 domestic_dog 0 Canis_familiaris 0 002 @ 02083346 n 0000 "
+    "~ 01322604 n 0000 | a member of the genus Canis; \"the dog barked all night\"  \n"
+    "09213565 17 n 01 bank 0 001 @ 09238143 n 0000 | sloping land (especially the slope "
+    "beside a body of water)  \n"
+)
+ADJ = "00020103 00 s 02 outback(a) 0 remote 0 001 & 00019874 a 0000 | inaccessible and sparsely populated;  \n"
+
+
+def test_parses_hand_written_files(tmp_path):
+    (tmp_path / "data.noun").write_text(HEADER + NOUN)
+    (tmp_path / "data.adj").write_text(HEADER + ADJ)
+    nouns = data.parse_wordnet_data(str(tmp_path / "data.noun"))
+    assert nouns == [
+        {"id": "noun:02084071", "words": ["dog", "domestic dog", "canis familiaris"],
+         "gloss": "a member of the genus Canis"},
+        {"id": "noun:09213565", "words": ["bank"],
+         "gloss": "sloping land (especially the slope beside a body of water)"},
+    ]
+    adjectives = data.parse_wordnet_data(str(tmp_path / "data.adj"))
+    assert adjectives[0]["words"] == ["outback", "remote"]
+    assert adjectives[0]["gloss"] == "inaccessible and sparsely populated"
+    train, held = data.load_wordnet_pairs(str(tmp_path), pos=("noun", "adj"), held_out=0.34)
+    assert len(train) == 2 and len(held) == 1
+    assert "dog, domestic dog, canis familiaris" in {p["key"] for p in train + held}
+
+
+def test_errors(tmp_path):
+    (tmp_path / "data.noun").write_text("garbage line\n")
+    with pytest.raises(ValueError, match="not a WordNet synset line"):
+        data.parse_wordnet_data(str(tmp_path / "data.noun"))
+    with pytest.raises(FileNotFoundError, match="wordnet-base"):
+        data.load_wordnet_pairs(str(tmp_path / "missing"))
+
+
+def test_batches_have_no_repeated_words():
+    pairs = [{"words": [w]} for w in ["bank", "bank", "river", "bank", "dog", "cat", "dog", "fish"]]
+    batches = data.batches_without_repeated_words(pairs, 3, seed=1)
+    assert batches
+    for batch in batches:
+        words = [pairs[i]["words"][0] for i in batch]
+        assert len(set(words)) == len(words) == 3
+
+
+@pytest.mark.skipif(not os.path.exists("/usr/share/wordnet/data.noun"),
+                    reason="Debian's wordnet-base is not installed")
+def test_real_wordnet_noun_synsets():
+    nouns = data.parse_wordnet_data("/usr/share/wordnet/data.noun")
+    assert len(nouns) == 82115
+    dog = next(s for s in nouns if s["id"] == "noun:02084071")
+    assert dog["words"][:2] == ["dog", "domestic dog"]
+    train, held = data.load_wordnet_pairs(pos=("noun",), held_out=0.1, max_pairs=5000)
+    batches = data.batches_without_repeated_words(train, 256)
+    assert len(batches) >= 15
+    for batch in batches:
+        words = [w for i in batch for w in train[i]["words"]]
+        assert len(words) == len(set(words))
