@@ -33,6 +33,7 @@ def run(*args, timeout=600):
         (["--dataset", "/no/such/folder"], "neither"),
         (["--out", "/proc/keras_contrast_out"], "not writable"),
         (["--epochs", "0"], "--epochs must be > 0"),
+        (["--model", "dual"], "--model dual trains on --dataset wordnet"),
     ],
 )
 def test_bad_arguments_exit_2_with_one_line(args, message, tmp_path):
@@ -101,3 +102,22 @@ def test_replicas_with_gradient_cache(tmp_path):
     assert np.isfinite(results["knn_accuracy"])
     history = open(os.path.join(out, "history_0.csv")).read()
     assert "grad_inf_norm/first" in history and "knn_accuracy" in history
+
+
+@pytest.mark.skipif(not os.path.exists("/usr/share/wordnet/data.noun"),
+                    reason="Debian's wordnet-base is not installed")
+def test_dual_encoder_on_wordnet_under_two_replicas(tmp_path):
+    out = str(tmp_path / "dual")
+    completed = run("train", "--model", "dual", "--dataset", "wordnet", "--epochs", "1",
+                    "--batch-size", "64", "--train-size", "1200", "--replicas", "2",
+                    "--verbose", "0", "--out", out)
+    assert completed.returncode == 0, completed.stderr[-3000:]
+    results = json.load(open(os.path.join(out, "results.json")))
+    assert 0.0 <= results["recall_at_1"] <= results["recall_at_5"] <= 1.0
+    assert results["held_out_pairs"] == 120
+    import tensorflow as tf
+
+    loaded = tf.saved_model.load(os.path.join(out, "saved_model"))
+    tokens = np.ones((2, 32), np.int32)
+    embeddings = loaded.encode_a(tokens).numpy()
+    np.testing.assert_allclose(np.linalg.norm(embeddings, axis=1), 1.0, rtol=1e-5)

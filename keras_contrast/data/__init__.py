@@ -10,20 +10,24 @@ from keras_contrast.data.fashion_mnist import load_digits
 from keras_contrast.data.fashion_mnist import load_fashion_mnist
 from keras_contrast.data.fashion_mnist import read_idx
 from keras_contrast.data.wordnet import batches_without_repeated_words
+from keras_contrast.data.wordnet import hash_tokens
 from keras_contrast.data.wordnet import load_wordnet_pairs
 from keras_contrast.data.wordnet import parse_wordnet_data
+from keras_contrast.data.wordnet import retrieval_recall
 
 __all__ = [
     "FASHION_MNIST_CLASSES",
     "FASHION_MNIST_FILES",
     "batches_without_repeated_words",
     "epoch_permutation",
+    "hash_tokens",
     "image_dataset",
     "load_digits",
     "load_fashion_mnist",
     "load_wordnet_pairs",
     "parse_wordnet_data",
     "read_idx",
+    "retrieval_recall",
     "simclr_augment",
     "two_view_dataset",
 ]

@@ -124,3 +124,43 @@ def batches_without_repeated_words(pairs, batch_size, seed=0):
         batches.append(np.array(batch))
         pending = deferred
     return batches
+
+
+@keras_contrast_export("keras_contrast.data.hash_tokens")
+def hash_tokens(texts, vocabulary_size=32768, sequence_length=32):
+    """Word-hashing tokenizer: lower-cased words (letters and digits) →
+    ids in `[1, vocabulary_size)` by CRC-32, padded with 0 / truncated to
+    `sequence_length`. No vocabulary file, nothing downloaded.
+
+    Returns:
+        int32 array `(len(texts), sequence_length)`.
+    """
+    import re
+    import zlib
+
+    ids = np.zeros((len(texts), sequence_length), np.int32)
+    for row, text in enumerate(texts):
+        words = re.findall(r"[a-z0-9]+", text.lower())[:sequence_length]
+        ids[row, : len(words)] = [
+            1 + zlib.crc32(w.encode()) % (vocabulary_size - 1) for w in words
+        ]
+    return ids
+
+
+@keras_contrast_export("keras_contrast.data.retrieval_recall")
+def retrieval_recall(queries, keys, ks=(1, 5)):
+    """Recall@k of retrieving key i for query i by cosine similarity.
+
+    Args:
+        queries: `(n, d)` embeddings.
+        keys: `(n, d)` embeddings, row i the positive of query i.
+        ks: the k values.
+
+    Returns:
+        `{k: recall}`.
+    """
+    q = queries / np.linalg.norm(queries, axis=1, keepdims=True)
+    k = keys / np.linalg.norm(keys, axis=1, keepdims=True)
+    similarity = q @ k.T
+    rank = (similarity > np.diag(similarity)[:, None]).sum(axis=1)
+    return {int(value): float(np.mean(rank < value)) for value in ks}

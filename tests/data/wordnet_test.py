@@ -65,3 +65,15 @@ def test_real_wordnet_noun_synsets():
     for batch in batches:
         words = [w for i in batch for w in train[i]["words"]]
         assert len(words) == len(set(words))
+
+
+def test_hash_tokens_and_recall():
+    import numpy as np
+
+    ids = data.hash_tokens(["The dog, the DOG!", ""], vocabulary_size=100, sequence_length=4)
+    assert ids.shape == (2, 4) and ids[0, 0] == ids[0, 2] and ids[0, 1] == ids[0, 3]
+    assert ids[0].min() >= 1 and ids[0].max() < 100 and not ids[1].any()
+    queries = np.eye(3)
+    keys = np.array([[1.0, 0, 0], [0, 0, 1.0], [0, 1.0, 0.1]])
+    recall = data.retrieval_recall(queries, keys, ks=(1, 2))
+    assert recall == {1: 1 / 3, 2: 1.0}
