@@ -42,7 +42,8 @@ def build_parser():
                        help="a keras_contrast.models preset (default: per model)")
     train.add_argument("--loss", default=None, help=f"one of {LOSSES}")
     train.add_argument("--dataset", default="fashion_mnist",
-                       help=f"{' | '.join(DATASETS)} | a folder of IDX files or class folders")
+                       help=f"{' | '.join(DATASETS)} | tfds:NAME | a folder of Fashion-MNIST "
+                       "IDX files or of train/ and test/ class folders")
     train.add_argument("--epochs", type=int, default=5)
     train.add_argument("--batch-size", type=int, default=256, help="global batch size")
     train.add_argument("--chunk-size", type=int, default=None,
@@ -56,10 +57,12 @@ def build_parser():
     train.add_argument("--learning-rate", type=float, default=2e-3)
     train.add_argument("--weight-decay", type=float, default=1e-4)
     train.add_argument("--train-size", type=int, default=None,
-                       help="use the first N training images (default: all)")
+                       help="train on the first N training images (default: all); "
+                       "the final kNN bank is always the whole training split")
     train.add_argument("--knn-k", type=int, default=200)
     train.add_argument("--knn-every", type=int, default=1, help="kNN monitor every N epochs")
     train.add_argument("--seed", type=int, default=0)
+    add_data_arguments(train)
     train.add_argument("--deterministic", action=argparse.BooleanOptionalAction, default=True,
                        help="TensorFlow op determinism (bit-identical reruns and resumes)")
     train.add_argument("--out", required=True, help="output folder")
@@ -70,9 +73,14 @@ def build_parser():
     evaluate = commands.add_parser("evaluate", help="kNN and linear-probe accuracy")
     evaluate.add_argument("model_dir", help="a `train` output folder or an exported SavedModel")
     evaluate.add_argument("--dataset", default="fashion_mnist")
+    add_data_arguments(evaluate)
     evaluate.add_argument("--knn-k", type=int, default=200)
     evaluate.add_argument("--probe-epochs", type=int, default=30)
-    evaluate.add_argument("--train-size", type=int, default=None)
+    evaluate.add_argument("--train-size", type=int, default=None,
+                          help="kNN bank: the first N training images; wordnet: the training "
+                          "run's --train-size (default: read from its results.json)")
+    evaluate.add_argument("--seed", type=int, default=None,
+                          help="wordnet: the training run's --seed (default: its results.json)")
 
     export = commands.add_parser("export", help="export the encoder as a SavedModel")
     export.add_argument("model_dir", help="a `train` output folder")
@@ -89,8 +97,21 @@ def _check_positive(args, *names):
             raise UsageError(f"--{name.replace('_', '-')} must be > 0, got {value}")
 
 
+def add_data_arguments(parser):
+    parser.add_argument("--image-size", type=int, default=None,
+                        help="resize images of a folder dataset to this square size")
+    parser.add_argument("--data-dir", default=None,
+                        help="where a tfds:NAME dataset is prepared (TFDS' default if unset)")
+    parser.add_argument("--download", action="store_true",
+                        help="let TFDS download and prepare a tfds:NAME dataset")
+
+
 def _check_dataset(name):
     if name in DATASETS:
+        return
+    if name.startswith("tfds:"):
+        if not name[len("tfds:"):]:
+            raise UsageError("--dataset tfds:NAME needs a dataset name after 'tfds:'")
         return
     if not os.path.isdir(name):
         raise UsageError(f"--dataset {name!r} is neither {' nor '.join(DATASETS)} nor a folder")
@@ -133,7 +154,7 @@ def validate_train(args):
         raise UsageError(f"--loss {args.loss} does not fit --model {args.model} "
                          f"(use one of {MODELS[args.model]})")
     _check_positive(args, "epochs", "batch_size", "chunk_size", "replicas", "temperature",
-                    "learning_rate", "train_size", "knn_k", "knn_every")
+                    "learning_rate", "train_size", "knn_k", "knn_every", "image_size")
     per_replica = args.batch_size // args.replicas
     if args.batch_size % args.replicas or per_replica < 2:
         raise UsageError(f"--batch-size {args.batch_size} must split into --replicas "
@@ -145,7 +166,7 @@ def validate_train(args):
     _check_writable(args.out)
 
 
-def load_images(name, train_size=None):
+def load_images(name, train_size=None, image_size=None, data_dir=None, download=False):
     """`((x_train, y_train), (x_test, y_test))` uint8 images `(n, H, W, C)`."""
     import numpy as np
 
@@ -155,10 +176,27 @@ def load_images(name, train_size=None):
         (x, y), (xt, yt) = data.load_fashion_mnist()
     elif name == "digits":
         (x, y), (xt, yt) = data.load_digits()
+    elif name.startswith("tfds:"):
+        from absl import logging as absl_logging
+
+        absl_logging.set_verbosity(absl_logging.ERROR)  # one-line errors, no TFDS chatter
+        try:
+            (x, y), (xt, yt) = data.load_tfds(name[len("tfds:"):], data_dir=data_dir,
+                                              download=download)
+        except (ImportError, ValueError) as error:
+            raise UsageError(f"--dataset {name}: {str(error).splitlines()[0]} "
+                             "(CLI: --data-dir, --download)") from None
     elif all(os.path.exists(os.path.join(name, f)) for f in data.FASHION_MNIST_FILES.values()):
         (x, y), (xt, yt) = data.load_fashion_mnist(name)
+    elif os.path.isdir(os.path.join(name, "train")):
+        size = None if image_size is None else (image_size, image_size)
+        try:
+            (x, y), (xt, yt) = data.load_image_folder(name, image_size=size)
+        except ValueError as error:
+            raise UsageError(str(error)) from None
     else:
-        raise UsageError(f"--dataset folder {name!r} holds no Fashion-MNIST IDX files")
+        raise UsageError(f"--dataset folder {name!r} holds neither Fashion-MNIST IDX files "
+                         "nor train/ and test/ class folders")
     if train_size:
         x, y = x[:train_size], y[:train_size]
     add_channel = (lambda a: a[..., None]) if x.ndim == 3 else (lambda a: a)
@@ -208,7 +246,9 @@ def train(args):
 
     if args.model == "dual":
         return train_dual(args)
-    (x_train, y_train), (x_test, y_test) = load_images(args.dataset, args.train_size)
+    (x_bank, y_bank), (x_test, y_test) = load_images(
+        args.dataset, image_size=args.image_size, data_dir=args.data_dir, download=args.download)
+    x_train, y_train = x_bank[:args.train_size], y_bank[:args.train_size]
     if len(x_train) < args.batch_size:
         raise UsageError(f"--batch-size {args.batch_size} exceeds the {len(x_train)} "
                          "training images")
@@ -276,10 +316,13 @@ def train(args):
     seconds = time.time() - started
     encoder = model.encoder
     test = (x_test / 255.0, y_test)
-    train_full = (x_train / 255.0, y_train)
-    knn = evaluation.knn_accuracy(encoder, train_full, test, k=args.knn_k)
-    knn_pixels = evaluation.knn_accuracy(None, train_full, test, k=args.knn_k)
+    # The kNN protocol's bank is the whole training split, also when the
+    # encoder trained on part of it.
+    bank = (x_bank / 255.0, y_bank)
+    knn = evaluation.knn_accuracy(encoder, bank, test, k=args.knn_k)
+    knn_pixels = evaluation.knn_accuracy(None, bank, test, k=args.knn_k)
     results = {"knn_accuracy": knn, "knn_accuracy_raw_pixels": knn_pixels,
+               "knn_bank_size": len(x_bank), "train_images": len(x_train),
                "train_seconds": seconds, "epochs": args.epochs,
                "initial_epoch": initial_epoch, "command": " ".join(sys.argv)}
     target = args.out if chief else os.path.join(args.out, f"worker_{index}")
@@ -306,8 +349,7 @@ def train_dual(args):
     from keras_contrast import export
     from keras_contrast import models
 
-    train_pairs, held_out = data.load_wordnet_pairs(max_pairs=args.train_size, seed=args.seed)
-    held_out = held_out[:1000]
+    train_pairs, held_out = wordnet_split(args.train_size, args.seed)
     batches = data.batches_without_repeated_words(train_pairs, args.batch_size, seed=args.seed)
     if not batches:
         raise UsageError(f"--batch-size {args.batch_size} exceeds the WordNet pairs")
@@ -337,7 +379,8 @@ def train_dual(args):
                                    model.encode_b(held_keys).numpy())
     results = {"recall_at_1": recall[1], "recall_at_5": recall[5], "held_out_pairs": len(held_out),
                "chance_at_1": 1.0 / len(held_out), "train_seconds": seconds,
-               "final_loss": history.history["loss"][-1], "command": " ".join(sys.argv)}
+               "final_loss": history.history["loss"][-1], "command": " ".join(sys.argv),
+               "seed": args.seed, "train_size": args.train_size}
     export.export_dual_encoder(model, os.path.join(args.out, "saved_model"))
     model.save(os.path.join(args.out, "model.keras"))
     with open(os.path.join(args.out, "results.json"), "w") as handle:
@@ -346,6 +389,52 @@ def train_dual(args):
     print(f"Held-out retrieval of {len(held_out)} WordNet pairs: recall@1 {recall[1]:.3f}, "
           f"recall@5 {recall[5]:.3f} (chance@1 {1.0 / len(held_out):.4f}); "
           f"training took {seconds:.0f} s")
+    return 0
+
+
+def wordnet_split(train_size, seed):
+    """Training pairs and (at most 1,000) held-out pairs of unseen synsets:
+    the same split for `train` and `evaluate` given the same arguments."""
+    from keras_contrast import data
+
+    train_pairs, held_out = data.load_wordnet_pairs(max_pairs=train_size, seed=seed)
+    return train_pairs, held_out[:1000]
+
+
+def evaluate_dual(args):
+    """Held-out recall@1/5 of a dual encoder, on the pairs its training run
+    held out (split arguments read from its results.json)."""
+    import keras
+    import numpy as np
+    import tensorflow as tf
+
+    from keras_contrast import data
+
+    keras_file = os.path.join(args.model_dir, "model.keras")
+    if os.path.exists(keras_file):
+        model = keras.models.load_model(keras_file)
+        encode_a, encode_b = model.encode_a, model.encode_b
+    elif os.path.exists(os.path.join(args.model_dir, "saved_model.pb")):
+        loaded = tf.saved_model.load(args.model_dir)
+        if not hasattr(loaded, "encode_a"):
+            raise UsageError(f"{args.model_dir!r} is not a dual-encoder SavedModel "
+                             "(no encode_a signature)")
+        encode_a = lambda tokens: loaded.encode_a(tf.constant(tokens))  # noqa: E731
+        encode_b = lambda tokens: loaded.encode_b(tf.constant(tokens))  # noqa: E731
+    else:
+        raise UsageError(f"{args.model_dir!r} holds neither model.keras nor a SavedModel")
+    split = {"seed": args.seed or 0, "train_size": args.train_size}
+    results_file = os.path.join(args.model_dir, "results.json")
+    if os.path.exists(results_file) and args.seed is None and args.train_size is None:
+        with open(results_file) as handle:
+            stored = json.load(handle)
+        split = {name: stored.get(name, split[name]) for name in split}
+    _, held_out = wordnet_split(split["train_size"], split["seed"])
+    queries = data.hash_tokens([p["gloss"] for p in held_out])
+    keys = data.hash_tokens([p["key"] for p in held_out])
+    recall = data.retrieval_recall(np.asarray(encode_a(queries)), np.asarray(encode_b(keys)))
+    print(json.dumps({"recall_at_1": recall[1], "recall_at_5": recall[5],
+                      "held_out_pairs": len(held_out), **split}))
     return 0
 
 
@@ -413,11 +502,14 @@ def evaluate(args):
     if not os.path.isdir(args.model_dir):
         raise UsageError(f"model folder {args.model_dir!r} does not exist")
     _check_dataset(args.dataset)
-    _check_positive(args, "knn_k", "probe_epochs", "train_size")
+    _check_positive(args, "knn_k", "probe_epochs", "train_size", "image_size")
+    if args.dataset == "wordnet":
+        return evaluate_dual(args)
     from keras_contrast import evaluation
 
     encoder = _load_encoder(args.model_dir)
-    (x, y), (xt, yt) = load_images(args.dataset, args.train_size)
+    (x, y), (xt, yt) = load_images(args.dataset, args.train_size, image_size=args.image_size,
+                                   data_dir=args.data_dir, download=args.download)
     train_split, test_split = (x / 255.0, y), (xt / 255.0, yt)
     knn = evaluation.knn_accuracy(encoder, train_split, test_split, k=args.knn_k)
     probe, _ = evaluation.linear_probe(encoder, train_split, test_split, epochs=args.probe_epochs)

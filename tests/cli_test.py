@@ -34,6 +34,9 @@ def run(*args, timeout=600):
         (["--out", "/proc/keras_contrast_out"], "not writable"),
         (["--epochs", "0"], "--epochs must be > 0"),
         (["--model", "dual"], "--model dual trains on --dataset wordnet"),
+        (["--dataset", "tfds:fashion_mnist", "--data-dir", "/no/such/tfds"], "not prepared"),
+        (["--dataset", "/"], "neither Fashion-MNIST IDX files nor train/ and test/"),
+        (["--image-size", "0"], "--image-size must be > 0"),
     ],
 )
 def test_bad_arguments_exit_2_with_one_line(args, message, tmp_path):
@@ -65,6 +68,7 @@ def test_train_resume_evaluate_export(tmp_path):
         assert os.path.exists(os.path.join(full, name)), name
     results = json.load(open(os.path.join(full, "results.json")))
     assert 0.0 <= results["knn_accuracy"] <= 1.0 and results["knn_accuracy_raw_pixels"] > 0.9
+    assert results["knn_bank_size"] == 1348 and results["train_images"] == 512
 
     # A run killed right after epoch 1 resumes from its backup at epoch 2.
     killed = run("train", *SMALL, "--epochs", "2", "--out", resumed,
@@ -77,8 +81,7 @@ def test_train_resume_evaluate_export(tmp_path):
     for a, b in zip(final_weights(resumed), final_weights(full)):
         np.testing.assert_array_equal(a, b)
 
-    evaluated = run("evaluate", full, "--dataset", "digits", "--knn-k", "10", "--train-size", "512",
-                    "--probe-epochs", "3")
+    evaluated = run("evaluate", full, "--dataset", "digits", "--knn-k", "10", "--probe-epochs", "3")
     assert evaluated.returncode == 0, evaluated.stderr[-3000:]
     scores = json.loads(evaluated.stdout.strip().splitlines()[-1])
     assert scores["knn_accuracy"] == pytest.approx(results["knn_accuracy"])
@@ -121,3 +124,65 @@ def test_dual_encoder_on_wordnet_under_two_replicas(tmp_path):
     tokens = np.ones((2, 32), np.int32)
     embeddings = loaded.encode_a(tokens).numpy()
     np.testing.assert_allclose(np.linalg.norm(embeddings, axis=1), 1.0, rtol=1e-5)
+
+    # evaluate: the same held-out pairs (split read from results.json), from
+    # the .keras file and from the SavedModel.
+    for model_dir in (out, os.path.join(out, "saved_model")):
+        evaluated = run("evaluate", model_dir, "--dataset", "wordnet",
+                        *(("--train-size", "1200") if "saved_model" in model_dir else ()))
+        assert evaluated.returncode == 0, evaluated.stderr[-3000:]
+        scores = json.loads(evaluated.stdout.strip().splitlines()[-1])
+        assert scores["held_out_pairs"] == 120
+        assert scores["recall_at_1"] == pytest.approx(results["recall_at_1"])
+        assert scores["recall_at_5"] == pytest.approx(results["recall_at_5"])
+
+
+def test_two_workers_on_loopback_equal_a_single_process_run(tmp_path):
+    """`--strategy multiworker`: 2 worker processes on 127.0.0.1 (TF_CONFIG)
+    with synchronised BN end with bit-identical weights, equal to one
+    process with 2 simulated replicas on the same global batches."""
+    args = [*SMALL, "--epochs", "1", "--train-size", "256", "--norm", "sync"]
+    workers = str(tmp_path / "workers")
+    command = [sys.executable, "-m", "keras_contrast", "train", *args,
+               "--strategy", "multiworker", "--out", workers]
+    test_case.run_worker_processes([command, command], timeout=300)
+    single = str(tmp_path / "single")
+    completed = run("train", *args, "--replicas", "2", "--out", single)
+    assert completed.returncode == 0, completed.stderr[-3000:]
+
+    chief, other = final_weights(workers), final_weights(os.path.join(workers, "worker_1"))
+    for a, b in zip(chief, other):
+        np.testing.assert_array_equal(a, b)
+    reference = final_weights(single)
+    scale = max(np.abs(w).max() for w in reference)
+    # The two runs sum the same numbers in a different order; AdamW's
+    # normalised steps grow those last-bit differences (measured: 1.1e-6
+    # after these 4 steps, against weights up to 1.5).
+    for a, b in zip(chief, reference):
+        np.testing.assert_allclose(a, b, rtol=0, atol=1e-5 * scale)
+    history = [open(os.path.join(workers, f"history_{i}.csv")).read() for i in range(2)]
+    assert history[0] == history[1]
+
+
+def test_train_on_a_folder_of_class_folders(tmp_path):
+    import tensorflow as tf
+
+    from tests.data.folders_test import write_folder
+
+    rng = np.random.default_rng(0)
+    folder = str(tmp_path / "images")
+    write_folder(folder, sizes=((10, 12), (9, 9)))
+    for i in range(30):  # more training images: 2 batches of 16
+        image = rng.integers(0, 256, (11, 7, 3), dtype=np.uint8)
+        tf.io.write_file(os.path.join(folder, "train", ("cat", "dog")[i % 2], f"extra{i}.png"),
+                         tf.io.encode_png(image))
+    out = str(tmp_path / "out")
+    completed = run("train", "--dataset", folder, "--image-size", "8", "--batch-size", "16",
+                    "--epochs", "1", "--width", "4", "--knn-k", "3", "--verbose", "0",
+                    "--out", out)
+    assert completed.returncode == 0, completed.stderr[-3000:]
+    results = json.load(open(os.path.join(out, "results.json")))
+    assert results["knn_bank_size"] == 36 and results["train_images"] == 36
+    loaded = tf.saved_model.load(os.path.join(out, "saved_model"))
+    features = loaded.serve(np.zeros((2, 8, 8, 3), np.float32)).numpy()
+    assert features.shape[0] == 2 and np.all(np.isfinite(features))

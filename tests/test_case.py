@@ -96,29 +96,22 @@ def free_ports(count):
     return ports
 
 
-def run_local_workers(script, output_dir, args=(), num_workers=2, timeout=240):
-    """Runs `script OUTPUT.json *args` as a MultiWorkerMirroredStrategy
-    cluster of `num_workers` processes on 127.0.0.1 (TF_CONFIG), bounded by
-    `timeout` seconds, and returns each worker's JSON output in task order.
-    """
-    addresses = [f"127.0.0.1:{port}" for port in free_ports(num_workers)]
-    processes, outputs = [], []
-    for index in range(num_workers):
+def run_worker_processes(commands, timeout=240):
+    """Runs one process per command as a MultiWorkerMirroredStrategy cluster
+    on 127.0.0.1 (TF_CONFIG, worker i = commands[i]), bounded by `timeout`
+    seconds; asserts each exits with 0 and returns their outputs."""
+    addresses = [f"127.0.0.1:{port}" for port in free_ports(len(commands))]
+    processes = []
+    for index, command in enumerate(commands):
         env = dict(os.environ)
         env["TF_CONFIG"] = json.dumps(
             {"cluster": {"worker": addresses}, "task": {"type": "worker", "index": index}}
         )
         env["PYTHONPATH"] = ROOT + os.pathsep + env.get("PYTHONPATH", "")
         env["TF_CPP_MIN_LOG_LEVEL"] = "2"
-        outputs.append(os.path.join(str(output_dir), f"worker{index}.json"))
         processes.append(
-            subprocess.Popen(
-                [sys.executable, script, outputs[-1], *args],
-                env=env,
-                stdout=subprocess.PIPE,
-                stderr=subprocess.STDOUT,
-                text=True,
-            )
+            subprocess.Popen(command, env=env, stdout=subprocess.PIPE,
+                             stderr=subprocess.STDOUT, text=True)
         )
     try:
         logs = [p.communicate(timeout=timeout)[0] for p in processes]
@@ -129,6 +122,17 @@ def run_local_workers(script, output_dir, args=(), num_workers=2, timeout=240):
                 p.wait()
     for p, log in zip(processes, logs):
         assert p.returncode == 0, log[-3000:]
+    return logs
+
+
+def run_local_workers(script, output_dir, args=(), num_workers=2, timeout=240):
+    """Runs `script OUTPUT.json *args` as a MultiWorkerMirroredStrategy
+    cluster of `num_workers` processes on 127.0.0.1 (TF_CONFIG), bounded by
+    `timeout` seconds, and returns each worker's JSON output in task order.
+    """
+    outputs = [os.path.join(str(output_dir), f"worker{i}.json") for i in range(num_workers)]
+    run_worker_processes([[sys.executable, script, output, *args] for output in outputs],
+                         timeout=timeout)
     results = []
     for output in outputs:
         with open(output) as handle:

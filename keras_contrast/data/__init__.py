@@ -9,6 +9,8 @@ from keras_contrast.data.fashion_mnist import FILES as FASHION_MNIST_FILES
 from keras_contrast.data.fashion_mnist import load_digits
 from keras_contrast.data.fashion_mnist import load_fashion_mnist
 from keras_contrast.data.fashion_mnist import read_idx
+from keras_contrast.data.folders import load_image_folder
+from keras_contrast.data.folders import load_tfds
 from keras_contrast.data.wordnet import batches_without_repeated_words
 from keras_contrast.data.wordnet import hash_tokens
 from keras_contrast.data.wordnet import load_wordnet_pairs
@@ -24,6 +26,8 @@ __all__ = [
     "image_dataset",
     "load_digits",
     "load_fashion_mnist",
+    "load_image_folder",
+    "load_tfds",
     "load_wordnet_pairs",
     "parse_wordnet_data",
     "read_idx",

@@ -203,7 +203,26 @@ class ContrastiveModel(keras.Model):
             warnings.warn("The model does not have any trainable weights.")
         self.after_optimizer_step()
         metrics = self.compute_metrics(x, y, y_pred, sample_weight=sample_weight)
-        return {**metrics, **logs}
+        return logs_for_strategy({**metrics, **logs})
+
+    def test_step(self, data):
+        return logs_for_strategy(super().test_step(data))
+
+
+def logs_for_strategy(logs):
+    """The step's logs, shaped so that Keras can reduce them.
+
+    With several workers Keras 3 averages every log with
+    `strategy.reduce("MEAN", value, axis=0)`, which fails on the scalars
+    its own metrics return; a leading axis of length 1 gives the same mean.
+    """
+    strategy = tf.distribute.get_strategy()
+    extended = strategy.extended
+    if not getattr(extended, "_in_multi_worker_mode", lambda: False)():
+        return logs
+    logs = {name: tf.convert_to_tensor(value) for name, value in logs.items()}
+    return {name: tf.reshape(value, [1]) if value.shape.rank == 0 else value
+            for name, value in logs.items()}
 
 
 def unscale_loss_for_distribution(loss):

@@ -11,6 +11,7 @@ import tensorflow as tf
 from keras_contrast.api_export import keras_contrast_export
 from keras_contrast.layers.split_batch_normalization import SplitBatchNormalization
 from keras_contrast.training.contrastive_model import gradient_norm_logs
+from keras_contrast.training.contrastive_model import logs_for_strategy
 from keras_contrast.training.contrastive_model import unscale_loss_for_distribution
 
 # Layers whose `momentum` attribute drives a moving-statistics update that
@@ -462,7 +463,7 @@ class GradCache(keras.Model):
         if callable(hook):
             hook()
         metrics = self.compute_metrics(x, y, y_pred, sample_weight=sample_weight)
-        return {**metrics, **logs}
+        return logs_for_strategy({**metrics, **logs})
 
     def get_config(self):
         return {
