@@ -40,6 +40,7 @@ bench: $(STAMP)
 	$(PY) benchmarks/loss_bench.py
 	$(PY) benchmarks/batchnorm_bench.py
 	$(PY) benchmarks/gradcache_bench.py
+	$(PY) benchmarks/tiled_loss_bench.py
 
 # Slow experiments (issue 7 adds them); pytest's exit 5 means none are collected yet.
 experiments: $(STAMP)

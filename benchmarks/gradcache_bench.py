@@ -60,12 +60,16 @@ os.environ["TF_CPP_MIN_LOG_LEVEL"] = "2"
 import argparse  # noqa: E402
 import datetime  # noqa: E402
 import json  # noqa: E402
-import statistics  # noqa: E402
 import subprocess  # noqa: E402
 import sys  # noqa: E402
 import time  # noqa: E402
 
+from bench_common import current_rss_kib  # noqa: E402
 from bench_common import machine_info  # noqa: E402
+from bench_common import peak_rss_kib  # noqa: E402
+from bench_common import reset_peak_rss  # noqa: E402
+from bench_common import start_watchdog  # noqa: E402
+from bench_common import timed  # noqa: E402
 
 DEFAULT_OUTPUT = os.path.join(
     os.path.dirname(os.path.abspath(__file__)), "results", "gradcache.json"
@@ -111,52 +115,6 @@ def build_resnet(keras):
     x = keras.layers.Dense(EMBEDDING_DIM)(x)
     outputs = keras.ops.reshape(x, (-1, 2, EMBEDDING_DIM))
     return keras.Model(inputs, outputs)
-
-
-def current_rss_kib():
-    with open("/proc/self/status") as status:
-        for line in status:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1])
-    raise RuntimeError("no VmRSS in /proc/self/status")
-
-
-def reset_peak_rss():
-    """Resets the kernel's peak-RSS mark (VmHWM) of this process (Linux >= 4.0)."""
-    with open("/proc/self/clear_refs", "w") as clear_refs:
-        clear_refs.write("5")
-
-
-def peak_rss_kib():
-    """VmHWM: peak RSS since the process started or since `reset_peak_rss`."""
-    with open("/proc/self/status") as status:
-        for line in status:
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1])
-    raise RuntimeError("no VmHWM in /proc/self/status")
-
-
-def timed(function, argument, repeats, after_warmup=None):
-    """Median and list of wall times of `repeats` runs (after a warm-up)."""
-    start = time.perf_counter()
-    _block(function(argument))
-    warmup = time.perf_counter() - start
-    if after_warmup is not None:
-        after_warmup()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        _block(function(argument))
-        times.append(time.perf_counter() - start)
-    return statistics.median(times), times, warmup
-
-
-def _block(outputs):
-    import tensorflow as tf
-
-    for value in tf.nest.flatten(outputs):
-        if hasattr(value, "numpy"):
-            value.numpy()
 
 
 def measure(config, batch_size, repeats, budget_mib=None):
@@ -227,29 +185,6 @@ def measure(config, batch_size, repeats, budget_mib=None):
         # The watchdog polls; the kernel's peak mark also sees short spikes.
         record["within_budget"] = record["peak_rss_growth_mib"] <= budget_mib
     return record
-
-
-def start_watchdog(config, batch_size, baseline_kib, budget_mib):
-    """Ends the process (reporting it) as soon as its RSS grows more than
-    `budget_mib` above `baseline_kib`: the run does not fit the budget."""
-    import threading
-
-    def watch():
-        while True:
-            growth_mib = (current_rss_kib() - baseline_kib) / 1024
-            if growth_mib > budget_mib:
-                record = {
-                    "config": config,
-                    "N": batch_size,
-                    "budget_mib": budget_mib,
-                    "within_budget": False,
-                    "stopped_at_growth_mib": growth_mib,
-                }
-                print(json.dumps(record), flush=True)
-                os._exit(0)
-            time.sleep(0.002)
-
-    threading.Thread(target=watch, daemon=True).start()
 
 
 # ---------------------------------------------------------------------------

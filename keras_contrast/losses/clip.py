@@ -5,7 +5,7 @@ from keras_contrast.losses.contrastive_loss import ContrastiveLoss
 from keras_contrast.losses.contrastive_loss import two_view_loss
 
 
-def clip_loss(y_true, y_pred, temperature=0.07, gather=True, normalize=True):
+def clip_loss(y_true, y_pred, temperature=0.07, gather=True, normalize=True, tile_size=None):
     """Symmetric cross-entropy of a two-tower model per sample (CLIP).
 
         L_i = ( CE_i(A·Bᵀ/τ) + CE_i(B·Aᵀ/τ) ) / 2
@@ -24,11 +24,13 @@ def clip_loss(y_true, y_pred, temperature=0.07, gather=True, normalize=True):
         gather: bool.
         normalize: bool.
 
+        tile_size: None or int >= 1, columns per tile of the tiled path.
     Returns:
         `(batch,)` float32.
     """
     return two_view_loss(
-        y_true, y_pred, temperature, "cross", gather, normalize, "CLIPLoss"
+        y_true, y_pred, temperature, "cross", gather, normalize, "CLIPLoss",
+        tile_size=tile_size,
     )
 
 
@@ -49,6 +51,10 @@ class CLIPLoss(ContrastiveLoss):
             used when none is passed at call time.
         gather: bool. Gather embeddings across replicas.
         normalize: bool. L2-normalise the embeddings.
+        tile_size: None (dense logits) or int >= 1: compute the log-sum-exp
+            over tiles of that many columns with a recomputing custom
+            gradient, never holding the `(batch, N)` logits (equal to the
+            dense loss up to float rounding; see README "Tiled losses").
         reduction: Keras reduction.
         name: str.
 
@@ -71,6 +77,7 @@ class CLIPLoss(ContrastiveLoss):
         temperature=0.07,
         gather=True,
         normalize=True,
+        tile_size=None,
         reduction="sum_over_batch_size",
         name="clip_loss",
         dtype=None,
@@ -83,4 +90,5 @@ class CLIPLoss(ContrastiveLoss):
             reduction=reduction,
             name=name,
             dtype=dtype,
+            tile_size=tile_size,
         )

@@ -6,6 +6,9 @@ import keras
 import tensorflow as tf
 
 from keras_contrast import distribute
+from keras_contrast.losses.tiled import check_tile_size
+from keras_contrast.losses.tiled import class_positive_logit
+from keras_contrast.losses.tiled import tiled_logsumexp
 
 NEGATIVES = ("all", "cross")
 _REDUCTIONS_MEAN = ("sum_over_batch_size", "mean", "mean_with_sample_weight")
@@ -201,6 +204,8 @@ def pair_contrast(
     decoupled=False,
     positive_weight=None,
     logits=None,
+    tile_size=None,
+    candidate_gradient=True,
 ):
     """Per-anchor loss when each anchor has exactly one positive.
 
@@ -226,17 +231,25 @@ def pair_contrast(
         positive_weight: `(b,)` or None, DCLW's w_i.
         logits: `(b, M)` or None, `anchors · candidatesᵀ / τ` if already
             computed.
+        tile_size: None (dense `(b, M)` logits) or int: the log-sum-exp
+            runs over tiles of that many columns (`tiled_logsumexp`).
+        candidate_gradient: bool, False when the candidates are
+            stop-gradient (the tiled path then skips their gradient).
 
     Returns:
         `(b,)` float32.
     """
-    if logits is None:
-        logits = tf.matmul(anchors, candidates, transpose_b=True) / temperature
-    rows = tf.range(tf.shape(anchors)[0])
-    indices = tf.concat([tf.stack([rows, c], axis=1) for c in excluded_columns], 0)
-    minus_infinity = tf.fill(tf.shape(indices)[:1], tf.constant(-math.inf))
-    negative_logits = tf.tensor_scatter_nd_update(logits, indices, minus_infinity)
-    log_negatives = tf.reduce_logsumexp(negative_logits, axis=1)
+    if tile_size is not None:
+        log_negatives = tiled_logsumexp(anchors, candidates, temperature, excluded_columns,
+                                        tile_size, candidate_gradient=candidate_gradient)
+    else:
+        if logits is None:
+            logits = tf.matmul(anchors, candidates, transpose_b=True) / temperature
+        rows = tf.range(tf.shape(anchors)[0])
+        indices = tf.concat([tf.stack([rows, c], axis=1) for c in excluded_columns], 0)
+        minus_infinity = tf.fill(tf.shape(indices)[:1], tf.constant(-math.inf))
+        negative_logits = tf.tensor_scatter_nd_update(logits, indices, minus_infinity)
+        log_negatives = tf.reduce_logsumexp(negative_logits, axis=1)
     positive_logit = tf.reduce_sum(anchors * positives, axis=1) / temperature
     if not decoupled:
         return tf.nn.softplus(log_negatives - positive_logit)
@@ -288,6 +301,31 @@ def pair_masks(batch, anchor_view, negatives):
     same_class = batch.local_labels[:, None] == candidate_labels[None, :]
     positive_mask = tf.logical_and(same_class, tf.logical_not(self_mask))
     return candidates, positive_mask, self_mask
+
+
+def tiled_class_contrast(batch, anchor_view, negatives, temperature, decoupled, tile_size):
+    """`masked_contrast` with class-id positives (columns as in
+    `pair_masks`), tile by tile: the denominator is a `tiled_logsumexp`
+    and the positives' mean logit comes from per-class sums, so no `(b, M)`
+    tensor is built.
+
+    Returns:
+        `(b,)` float32.
+    """
+    anchors = batch.local[anchor_view]
+    if negatives == "cross":
+        candidates, candidate_labels, self_columns = batch.views[1 - anchor_view], batch.labels, None
+    else:
+        candidates = tf.concat(batch.views, axis=0)
+        candidate_labels = tf.concat([batch.labels, batch.labels], axis=0)
+        self_columns = batch.rows() + anchor_view * batch.size
+    log_denominator = tiled_logsumexp(
+        anchors, candidates, temperature, [] if self_columns is None else [self_columns],
+        tile_size, anchor_labels=batch.local_labels if decoupled else None,
+        candidate_labels=candidate_labels)
+    positive_logit = class_positive_logit(anchors, candidates, temperature, batch.local_labels,
+                                          candidate_labels, self_columns)
+    return log_denominator - positive_logit
 
 
 def reduce_contrastive(values, sample_weight, reduction):
@@ -356,6 +394,7 @@ class ContrastiveLoss(keras.losses.Loss):
     ):
         super().__init__(name=name, reduction=reduction, dtype=dtype)
         check_positive("temperature", temperature)
+        check_tile_size(fn_kwargs.get("tile_size"))
         self.fn = fn
         self.temperature = temperature
         self.gather = bool(gather)
@@ -417,17 +456,20 @@ def two_view_loss(
     use_labels=True,
     decoupled=False,
     positive_weight_fn=None,
+    tile_size=None,
 ):
     """Per-sample mean of the two anchor losses (view 0 → 1, view 1 → 0).
 
     Shared by InfoNCE, DCL, DCLW and CLIP, which differ only in the
     denominator (`decoupled`), the positive's weight and the defaults.
+    `tile_size` switches to the tiled log-sum-exp (module `tiled`).
 
     Returns:
         `(batch,)` float32.
     """
     check_positive("temperature", temperature)
     check_negatives(negatives)
+    check_tile_size(tile_size)
     y_pred = tf.convert_to_tensor(y_pred)
     check_embeddings(y_pred, 2, loss_name, gather)
     labels = check_labels(y_true, y_pred, loss_name) if use_labels else None
@@ -437,12 +479,16 @@ def two_view_loss(
     positive_weight = positive_weight_fn(batch) if positive_weight_fn else None
     cross_logits = None
     gathered = any(g is not l for g, l in zip(batch.views, batch.local))
-    if negatives == "cross" and labels is None and not gathered:
+    if negatives == "cross" and labels is None and not gathered and tile_size is None:
         # Without a gather the B→A logits are the transpose of the A→B ones.
         view_0_to_1 = tf.matmul(batch.local[0], batch.local[1], transpose_b=True) / tau
         cross_logits = (view_0_to_1, tf.transpose(view_0_to_1))
     anchor_losses = []
     for view in (0, 1):
+        if labels is not None and tile_size is not None:
+            anchor_losses.append(
+                tiled_class_contrast(batch, view, negatives, tau, decoupled, tile_size))
+            continue
         if labels is not None:
             candidates, positive_mask, self_mask = pair_masks(batch, view, negatives)
             anchor_losses.append(
@@ -467,6 +513,7 @@ def two_view_loss(
                 decoupled=decoupled,
                 positive_weight=positive_weight,
                 logits=cross_logits[view] if cross_logits else None,
+                tile_size=tile_size,
             )
         )
     return (anchor_losses[0] + anchor_losses[1]) / 2.0

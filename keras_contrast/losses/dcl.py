@@ -10,7 +10,8 @@ from keras_contrast.losses.contrastive_loss import two_view_loss
 
 
 def dcl(
-    y_true, y_pred, temperature=0.1, negatives="all", gather=True, normalize=True
+    y_true, y_pred, temperature=0.1, negatives="all", gather=True, normalize=True,
+    tile_size=None,
 ):
     """Decoupled contrastive loss per sample (Yeh et al., 2021, eq. 6).
 
@@ -28,6 +29,7 @@ def dcl(
         negatives: `"all"` or `"cross"`.
         gather: bool. Score local anchors against the gathered global batch.
         normalize: bool. L2-normalise the embeddings.
+        tile_size: None or int >= 1, columns per tile of the tiled path.
 
     Returns:
         `(batch,)` float32: mean of each sample's two anchor losses.
@@ -41,6 +43,7 @@ def dcl(
         normalize,
         "DCL",
         decoupled=True,
+        tile_size=tile_size,
     )
 
 
@@ -72,6 +75,7 @@ def dclw(
     gather=True,
     normalize=True,
     weight_stop_gradient=False,
+    tile_size=None,
 ):
     """Weighted decoupled contrastive loss per sample (Yeh et al., 2021).
 
@@ -91,6 +95,7 @@ def dclw(
         weight_stop_gradient: bool. False (the paper's reference code)
             back-propagates through w; True treats w as a constant (as
             lightly does).
+        tile_size: None or int >= 1, columns per tile of the tiled path.
 
     Returns:
         `(batch,)` float32.
@@ -108,6 +113,7 @@ def dclw(
         use_labels=False,
         decoupled=True,
         positive_weight_fn=von_mises_fisher_weight(sigma, weight_stop_gradient),
+        tile_size=tile_size,
     )
 
 
@@ -125,6 +131,10 @@ class DCL(ContrastiveLoss):
         gather: bool. Gather embeddings from all replicas (with gradients) when
             called inside a distribution strategy.
         normalize: bool. L2-normalise the embeddings.
+        tile_size: None (dense logits) or int >= 1: compute the log-sum-exp
+            over tiles of that many columns with a recomputing custom
+            gradient, never holding the `(batch, N)` logits (equal to the
+            dense loss up to float rounding; see README "Tiled losses").
         reduction: Keras reduction.
         name: str.
 
@@ -148,6 +158,7 @@ class DCL(ContrastiveLoss):
         negatives="all",
         gather=True,
         normalize=True,
+        tile_size=None,
         reduction="sum_over_batch_size",
         name="dcl",
         dtype=None,
@@ -161,6 +172,7 @@ class DCL(ContrastiveLoss):
             reduction=reduction,
             name=name,
             dtype=dtype,
+            tile_size=tile_size,
             negatives=negatives,
         )
 
@@ -182,6 +194,10 @@ class DCLW(ContrastiveLoss):
         weight_stop_gradient: bool. False (default, the paper's reference
             code) differentiates through the weight; True treats it as a
             constant, as lightly's implementation does.
+        tile_size: None (dense logits) or int >= 1: compute the log-sum-exp
+            over tiles of that many columns with a recomputing custom
+            gradient, never holding the `(batch, N)` logits (equal to the
+            dense loss up to float rounding; see README "Tiled losses").
         reduction: Keras reduction.
         name: str.
 
@@ -205,6 +221,7 @@ class DCLW(ContrastiveLoss):
         gather=True,
         normalize=True,
         weight_stop_gradient=False,
+        tile_size=None,
         reduction="sum_over_batch_size",
         name="dclw",
         dtype=None,
@@ -219,6 +236,7 @@ class DCLW(ContrastiveLoss):
             reduction=reduction,
             name=name,
             dtype=dtype,
+            tile_size=tile_size,
             sigma=sigma,
             negatives=negatives,
             weight_stop_gradient=weight_stop_gradient,

@@ -7,7 +7,8 @@ from keras_contrast.losses.contrastive_loss import two_view_loss
 
 
 def info_nce(
-    y_true, y_pred, temperature=0.1, negatives="all", gather=True, normalize=True
+    y_true, y_pred, temperature=0.1, negatives="all", gather=True, normalize=True,
+    tile_size=None,
 ):
     """InfoNCE (NT-Xent) loss per sample (Chen et al., 2020; DCL eq. 1).
 
@@ -29,11 +30,13 @@ def info_nce(
         gather: bool. Score local anchors against the gathered global batch.
         normalize: bool. L2-normalise the embeddings.
 
+        tile_size: None or int >= 1, columns per tile of the tiled path.
     Returns:
         `(batch,)` float32: the mean of each sample's two anchor losses.
     """
     return two_view_loss(
-        y_true, y_pred, temperature, negatives, gather, normalize, "InfoNCE"
+        y_true, y_pred, temperature, negatives, gather, normalize, "InfoNCE",
+        tile_size=tile_size,
     )
 
 
@@ -53,6 +56,10 @@ class InfoNCE(ContrastiveLoss):
         gather: bool. Gather embeddings from all replicas (with gradients)
             when called inside a distribution strategy.
         normalize: bool. L2-normalise the embeddings (cosine similarity).
+        tile_size: None (dense logits) or int >= 1: compute the log-sum-exp
+            over tiles of that many columns with a recomputing custom
+            gradient, never holding the `(batch, N)` logits (equal to the
+            dense loss up to float rounding; see README "Tiled losses").
         reduction: Keras reduction, default `"sum_over_batch_size"`.
         name: str.
 
@@ -79,6 +86,7 @@ class InfoNCE(ContrastiveLoss):
         negatives="all",
         gather=True,
         normalize=True,
+        tile_size=None,
         reduction="sum_over_batch_size",
         name="info_nce",
         dtype=None,
@@ -92,6 +100,7 @@ class InfoNCE(ContrastiveLoss):
             reduction=reduction,
             name=name,
             dtype=dtype,
+            tile_size=tile_size,
             negatives=negatives,
         )
 

@@ -14,7 +14,7 @@ from keras_contrast.losses.contrastive_loss import temperature_tensor
 QUERY_1, QUERY_2, KEY_1, KEY_2 = 0, 1, 2, 3
 
 
-def mocov3_loss(y_true, y_pred, temperature=0.2, gather=True, normalize=True):
+def mocov3_loss(y_true, y_pred, temperature=0.2, gather=True, normalize=True, tile_size=None):
     """MoCo v3 loss per sample (Chen, Xie & He, 2021).
 
         ctr(q, k) = CE(q · k_allᵀ / τ, labels = own row) · 2τ
@@ -30,6 +30,7 @@ def mocov3_loss(y_true, y_pred, temperature=0.2, gather=True, normalize=True):
         gather: bool.
         normalize: bool.
 
+        tile_size: None or int >= 1, columns per tile of the tiled path.
     Returns:
         `(batch,)` float32.
     """
@@ -52,9 +53,11 @@ def mocov3_loss(y_true, y_pred, temperature=0.2, gather=True, normalize=True):
         cross_entropy = pair_contrast(
             batch.local[query],
             tf.stop_gradient(batch.local[key]),
-            batch.views[key],
+            tf.stop_gradient(batch.views[key]),  # also without a gather
             tau,
             excluded_columns=[batch.rows()],
+            tile_size=tile_size,
+            candidate_gradient=False,
         )
         total += cross_entropy * (2.0 * tau)
     return total
@@ -71,6 +74,10 @@ class MoCoV3Loss(ContrastiveLoss):
         temperature: float > 0 (paper: 0.2).
         gather: bool. Gather keys across replicas.
         normalize: bool. L2-normalise queries and keys.
+        tile_size: None (dense logits) or int >= 1: compute the log-sum-exp
+            over tiles of that many columns with a recomputing custom
+            gradient, never holding the `(batch, N)` logits (equal to the
+            dense loss up to float rounding; see README "Tiled losses").
         reduction: Keras reduction.
         name: str.
 
@@ -94,6 +101,7 @@ class MoCoV3Loss(ContrastiveLoss):
         temperature=0.2,
         gather=True,
         normalize=True,
+        tile_size=None,
         reduction="sum_over_batch_size",
         name="mocov3_loss",
         dtype=None,
@@ -106,4 +114,5 @@ class MoCoV3Loss(ContrastiveLoss):
             reduction=reduction,
             name=name,
             dtype=dtype,
+            tile_size=tile_size,
         )

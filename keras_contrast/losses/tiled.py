@@ -1,0 +1,170 @@
+"""Contrastive log-sum-exps computed tile by tile, never holding the
+`(b, M)` logits: memory O(b · tile_size) instead of O(b · M).
+
+The forward pass streams over column tiles with the online log-sum-exp
+(running max m and running sum s, rescaled by exp(m_old - m_new) when the
+max grows, as in Milakov & Gimelshein 2018 and Inf-CL, Cheng et al. 2024).
+The backward pass recomputes each tile's logits instead of storing them:
+with p_ik = exp(s_ik - lse_i) and upstream gradient g_i,
+
+    ∂L/∂a_i = Σ_k g_i p_ik c_k / τ,   ∂L/∂c_k = Σ_i g_i p_ik a_i / τ,
+    ∂L/∂τ   = -Σ_ik g_i p_ik s_ik / τ.
+
+The tile loops are `tf.while_loop`s with `parallel_iterations=1`, so one
+tile at a time is alive (TensorFlow would otherwise run up to 10 iterations
+ahead, each with its own tile buffers). They hold no collective op (the
+cross-replica gather happens before), so they also run under
+`MirroredStrategy`.
+"""
+
+import math
+
+import tensorflow as tf
+
+
+def check_tile_size(tile_size):
+    """Raises a ValueError unless `tile_size` is None or an int >= 1."""
+    if tile_size is None:
+        return
+    if isinstance(tile_size, bool) or not isinstance(tile_size, int) or tile_size < 1:
+        raise ValueError(
+            f"`tile_size` must be None (dense logits) or an integer >= 1 (columns per "
+            f"tile), got {tile_size!r}."
+        )
+
+
+def _excluded(anchors, excluded_columns, anchor_labels, candidate_labels, start, size):
+    """bool `(b, size)`: the tile's columns left out of each row's sum."""
+    tile_columns = start + tf.range(size)
+    mask = None
+    for excluded in excluded_columns:
+        hit = excluded[:, None] == tile_columns[None, :]
+        mask = hit if mask is None else tf.logical_or(mask, hit)
+    if anchor_labels is not None:
+        tile_labels = candidate_labels[start:start + size]
+        same = anchor_labels[:, None] == tile_labels[None, :]
+        mask = same if mask is None else tf.logical_or(mask, same)
+    if mask is None:
+        mask = tf.zeros([tf.shape(anchors)[0], size], tf.bool)
+    return mask
+
+
+def tiled_logsumexp(anchors, candidates, temperature, excluded_columns, tile_size,
+                    anchor_labels=None, candidate_labels=None, candidate_gradient=True):
+    """`log Σ_{k not excluded} exp(<a_i, c_k> / τ)` for every anchor row.
+
+    Equals `reduce_logsumexp` over the masked `(b, M)` logits, in memory
+    O(b · tile_size).
+
+    Args:
+        anchors: `(b, dim)` float32.
+        candidates: `(M, dim)` float32.
+        temperature: scalar float32 tensor > 0.
+        excluded_columns: list of int32 `(b,)`: per row, columns left out
+            (its positive, itself).
+        tile_size: int >= 1, columns per tile (the last tile may be smaller).
+        anchor_labels: int32 `(b,)` or None; with `candidate_labels`
+            (`(M,)`), columns of the row's own label are left out as well.
+        candidate_labels: int32 `(M,)` or None.
+        candidate_gradient: bool. False skips ∂/∂candidates (stop-gradient
+            keys), saving a matmul per tile.
+
+    Returns:
+        `(b,)` float32; -inf for a row whose every column is excluded.
+    """
+    check_tile_size(tile_size)
+    excluded_columns = [tf.convert_to_tensor(c, tf.int32) for c in excluded_columns]
+    num_columns = tf.shape(candidates)[0]
+    num_tiles = (num_columns + tile_size - 1) // tile_size
+    dim = candidates.shape[-1]
+
+    def tile(c, j):
+        start = j * tile_size
+        size = tf.minimum(tile_size, num_columns - start)
+        return start, size, c[start:start + size]
+
+    @tf.custom_gradient
+    def logsumexp(a, c, tau):
+        def forward(j, running_max, running_sum):
+            start, size, columns = tile(c, j)
+            logits = tf.matmul(a, columns, transpose_b=True) / tau
+            mask = _excluded(a, excluded_columns, anchor_labels, candidate_labels, start, size)
+            logits = tf.where(mask, tf.constant(-math.inf), logits)
+            new_max = tf.maximum(running_max, tf.reduce_max(logits, axis=1))
+            shift = tf.where(tf.math.is_finite(new_max), new_max, 0.0)
+            running_sum = (running_sum * tf.exp(running_max - shift)
+                           + tf.reduce_sum(tf.exp(logits - shift[:, None]), axis=1))
+            return j + 1, new_max, running_sum
+
+        rows = tf.shape(a)[0]
+        _, maximum, total = tf.while_loop(
+            lambda j, *_: j < num_tiles, forward,
+            (tf.constant(0), tf.fill([rows], tf.constant(-math.inf)), tf.zeros([rows])),
+            parallel_iterations=1,
+        )
+        shift = tf.where(tf.math.is_finite(maximum), maximum, 0.0)
+        result = tf.math.log(total) + shift
+
+        def gradient(upstream):
+            finite = tf.math.is_finite(result)
+            lse = tf.where(finite, result, 0.0)
+            weight = tf.where(finite, upstream, 0.0)
+
+            def backward(j, grad_a, grad_tau, grad_c):
+                start, size, columns = tile(c, j)
+                logits = tf.matmul(a, columns, transpose_b=True) / tau
+                mask = _excluded(a, excluded_columns, anchor_labels, candidate_labels,
+                                 start, size)
+                probability = tf.where(mask, 0.0, tf.exp(logits - lse[:, None]))
+                weighted = weight[:, None] * probability  # g_i p_ik
+                grad_a += tf.matmul(weighted, columns) / tau
+                # Masked entries have weight 0 and finite recomputed logits.
+                grad_tau -= tf.reduce_sum(weighted * logits) / tau
+                if candidate_gradient:
+                    grad_c = grad_c.write(j, tf.matmul(weighted, a, transpose_a=True) / tau)
+                return j + 1, grad_a, grad_tau, grad_c
+
+            columns_gradient = tf.TensorArray(tf.float32, size=num_tiles, infer_shape=False,
+                                              element_shape=tf.TensorShape([None, dim]))
+            _, grad_a, grad_tau, columns_gradient = tf.while_loop(
+                lambda j, *_: j < num_tiles, backward,
+                (tf.constant(0), tf.zeros_like(a), tf.zeros([]), columns_gradient),
+                parallel_iterations=1,
+            )
+            grad_c = (columns_gradient.concat() if candidate_gradient
+                      else tf.zeros_like(candidates))
+            return grad_a, grad_c, grad_tau
+
+        return result, gradient
+
+    return logsumexp(anchors, candidates, temperature)
+
+
+def class_positive_logit(anchors, candidates, temperature, anchor_labels, candidate_labels,
+                         self_columns=None):
+    """Mean logit of each anchor's positives (same label, not itself):
+    `<a_i, Σ_{k ∈ P(i)} c_k> / (τ |P(i)|)`, from per-class sums of the
+    candidates instead of a `(b, M)` mask (SupCon L_out's positive term).
+
+    Args:
+        anchors: `(b, dim)`; candidates: `(M, dim)`.
+        temperature: scalar tensor.
+        anchor_labels: int32 `(b,)`; candidate_labels: int32 `(M,)`.
+        self_columns: int32 `(b,)` or None, each anchor's own column.
+
+    Returns:
+        `(b,)` float32.
+    """
+    classes, ids = tf.unique(tf.concat([candidate_labels, anchor_labels], axis=0))
+    num_candidates = tf.shape(candidate_labels)[0]
+    candidate_ids, anchor_ids = ids[:num_candidates], ids[num_candidates:]
+    num_classes = tf.shape(classes)[0]
+    class_sums = tf.math.unsorted_segment_sum(candidates, candidate_ids, num_classes)
+    class_counts = tf.math.unsorted_segment_sum(
+        tf.ones_like(candidate_ids, tf.float32), candidate_ids, num_classes)
+    positive_sum = tf.gather(class_sums, anchor_ids)
+    count = tf.gather(class_counts, anchor_ids)
+    if self_columns is not None:
+        positive_sum -= tf.gather(candidates, self_columns)
+        count -= 1.0
+    return tf.reduce_sum(anchors * positive_sum, axis=1) / (temperature * count)
