@@ -42,8 +42,13 @@ bench: $(STAMP)
 	$(PY) benchmarks/gradcache_bench.py
 	$(PY) benchmarks/tiled_loss_bench.py
 
-# Slow experiments (issue 7 adds them); pytest's exit 5 means none are collected yet.
+# The experiments of examples/ (full runs, ~40 min on 2 cores; tables and plots in
+# examples/results/), then any test marked slow (pytest's exit 5: none collected).
+EXPERIMENTS = bn_leak dcl_vs_infonce gradcache_equivalence mocov3_stability precise_bn \
+	dual_encoder_wordnet
 experiments: $(STAMP)
+	for name in $(EXPERIMENTS); do $(PY) examples/$$name.py || exit 1; done
+	$(PY) examples/summarize.py
 	$(PY) -m pytest -m slow -q || test $$? -eq 5
 
 clean:

@@ -29,6 +29,8 @@ Results go to `benchmarks/results/tiled_loss.json`.
 Usage:
     python benchmarks/tiled_loss_bench.py                 # ~35 min
     python benchmarks/tiled_loss_bench.py --sizes 1024 4096 --repeats 1
+    python benchmarks/tiled_loss_bench.py --append --sizes --dense-extra 8192 12288 \
+        --tiled-extra                                     # add sizes to the results
 """
 
 import os
@@ -169,7 +171,7 @@ def summarise(records, budget_gib):
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n", 1)[0])
-    parser.add_argument("--sizes", type=int, nargs="+", default=list(SIZES))
+    parser.add_argument("--sizes", type=int, nargs="*", default=list(SIZES))
     parser.add_argument("--dense-extra", type=int, nargs="*", default=list(DENSE_EXTRA))
     parser.add_argument("--tiled-extra", type=int, nargs="*", default=list(TILED_EXTRA))
     parser.add_argument("--tile-size", type=int, default=1024)
@@ -179,6 +181,9 @@ def main(argv=None):
     parser.add_argument("--budget-gib", type=float, default=8.0)
     parser.add_argument("--timeout", type=float, default=1800.0)
     parser.add_argument("--output", default=DEFAULT_OUTPUT)
+    parser.add_argument("--append", action="store_true",
+                        help="add this run's records to those already in --output (e.g. more "
+                        "sizes to locate a limit) and summarise them together")
     parser.add_argument("--single", choices=("dense", "tiled"), help="(internal)")
     args = parser.parse_args(argv)
     if args.single:
@@ -189,6 +194,10 @@ def main(argv=None):
     started = time.perf_counter()
     started_at = datetime.datetime.now(datetime.timezone.utc)
     load_at_start = os.getloadavg()
+    previous = []
+    if args.append and os.path.exists(args.output):
+        with open(args.output) as handle:
+            previous = json.load(handle)["records"]
     plan = [(path, n, args.repeats) for n in args.sizes for path in ("dense", "tiled")]
     # The extra sizes only locate the memory limit: one timed run each.
     plan += [("dense", n, 1) for n in args.dense_extra]
@@ -198,6 +207,7 @@ def main(argv=None):
         records.append(run_spawned(path, n, args.tile_size, repeats, args.cap_gib,
                                    args.timeout))
         print(describe(records[-1]), flush=True)
+    records = previous + records
     rows, largest = summarise(records, args.budget_gib)
     results = {
         "benchmark": "tiled_loss",

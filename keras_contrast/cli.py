@@ -235,7 +235,6 @@ def train(args):
 
         distribute.configure_logical_cpus(max(args.replicas, 1))
     import keras
-    import numpy as np
 
     from keras_contrast import callbacks as kc_callbacks
     from keras_contrast import data
@@ -306,7 +305,7 @@ def train(args):
     if chief:
         callbacks.append(keras.callbacks.TensorBoard(os.path.join(args.out, "logs")))
     if args.interrupt_after_epoch is not None:
-        callbacks.append(_Interrupt(args.interrupt_after_epoch))
+        callbacks.append(_interrupt_after(args.interrupt_after_epoch))
     dataset = data.two_view_dataset(
         x_train, args.batch_size, seed=args.seed, epoch=initial_epoch,
         num_epochs=max(args.epochs - initial_epoch, 1))
@@ -438,19 +437,17 @@ def evaluate_dual(args):
     return 0
 
 
-class _Interrupt:
-    """Exits abruptly after epoch `epoch` (1-based), after the backup."""
+def _interrupt_after(epoch):
+    """A callback that exits abruptly after epoch `epoch` (1-based), once
+    that epoch's backup is written (tests of the resume)."""
+    import keras
 
-    def __new__(cls, epoch):
-        import keras
+    def on_epoch_end(index, logs=None):
+        if index + 1 == epoch:
+            sys.stdout.flush()
+            os._exit(3)
 
-        class Interrupt(keras.callbacks.Callback):
-            def on_epoch_end(self, index, logs=None):
-                if index + 1 == epoch:
-                    sys.stdout.flush()
-                    os._exit(3)
-
-        return Interrupt()
+    return keras.callbacks.LambdaCallback(on_epoch_end=on_epoch_end)
 
 
 def write_plots(out, history, norms):

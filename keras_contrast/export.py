@@ -4,14 +4,7 @@ import keras
 import tensorflow as tf
 
 from keras_contrast.api_export import keras_contrast_export
-
-
-def _unwrap(model):
-    """The model inside a `GradCache`, then its `encoder` if it has one."""
-    inner = getattr(model, "model", None)
-    if isinstance(inner, keras.Model) and type(model).__name__ == "GradCache":
-        model = inner
-    return getattr(model, "encoder", model)
+from keras_contrast.training.grad_cache import encoder_of
 
 
 def _signature(model, input_signature, what):
@@ -51,7 +44,7 @@ def export_encoder(model_or_encoder, path, normalize=True, input_signature=None)
     Example:
     >>> export_encoder(simclr_model, "saved_models/simclr_fashion_mnist")
     """
-    encoder = _unwrap(model_or_encoder)
+    encoder = encoder_of(model_or_encoder)
     signature = _signature(encoder, input_signature, "the encoder")
     if not encoder.built:
         # Build a subclassed encoder by calling it once on a dummy batch.

@@ -2,15 +2,9 @@
 
 import keras
 
+from keras_contrast.checks import is_positive_int
 from keras_contrast.evaluation.knn import knn_accuracy
-
-
-def model_encoder(model):
-    """`model.encoder` (also inside a `GradCache`), else the model."""
-    inner = getattr(model, "model", None)
-    if isinstance(inner, keras.Model) and hasattr(inner, "encoder"):
-        return inner.encoder
-    return getattr(model, "encoder", model)
+from keras_contrast.training.grad_cache import encoder_of
 
 
 # Holds its datasets, so it is not registered for serialization (as PreciseBN).
@@ -39,9 +33,7 @@ class KNNMonitor(keras.callbacks.Callback):
     def __init__(self, train_data, val_data, k=200, temperature=0.1, every_n_epochs=1,
                  encoder=None):
         super().__init__()
-        if isinstance(every_n_epochs, bool) or not isinstance(every_n_epochs, int) or (
-            every_n_epochs <= 0
-        ):
+        if not is_positive_int(every_n_epochs):
             raise ValueError(f"`every_n_epochs` must be an int > 0, got {every_n_epochs!r}.")
         self.train_data = train_data
         self.val_data = val_data
@@ -54,7 +46,7 @@ class KNNMonitor(keras.callbacks.Callback):
     def on_epoch_end(self, epoch, logs=None):
         if (epoch + 1) % self.every_n_epochs:
             return
-        encoder = self.encoder or model_encoder(self.model)
+        encoder = self.encoder or encoder_of(self.model)
         accuracy = knn_accuracy(encoder, self.train_data, self.val_data, k=self.k,
                                 temperature=self.temperature)
         self.history.append((epoch, accuracy))

@@ -5,6 +5,7 @@ import numpy as np
 import tensorflow as tf
 
 from keras_contrast.api_export import keras_contrast_export
+from keras_contrast.checks import is_positive_int
 
 # Keras' preprocessing layers (RandomFlip, RandomColorJitter, ...) draw from
 # a stateful SeedGenerator: inside a parallel `tf.data.map` the order of
@@ -136,7 +137,7 @@ def two_view_dataset(images, batch_size, seed=0, epoch=0, num_epochs=1, labels=N
     Returns:
         A `tf.data.Dataset`.
     """
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size <= 0:
+    if not is_positive_int(batch_size):
         raise ValueError(f"`batch_size` must be an int > 0, got {batch_size!r}.")
     images = _as_float_images(images)
     n = len(images)

@@ -6,6 +6,7 @@ import os
 import numpy as np
 
 from keras_contrast.api_export import keras_contrast_export
+from keras_contrast.checks import is_positive_int
 
 DEFAULT_DIRECTORY = "/usr/share/wordnet"
 PARTS_OF_SPEECH = ("noun", "verb", "adj", "adv")
@@ -106,7 +107,7 @@ def batches_without_repeated_words(pairs, batch_size, seed=0):
     Returns:
         A list of int arrays of `batch_size` indices.
     """
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size <= 0:
+    if not is_positive_int(batch_size):
         raise ValueError(f"`batch_size` must be an int > 0, got {batch_size!r}.")
     pending = list(np.random.default_rng(seed).permutation(len(pairs)))
     batches = []

@@ -2,6 +2,7 @@
 
 import tensorflow as tf
 
+from keras_contrast.checks import is_positive_int
 from keras_contrast.distribute.replica import all_gather
 from keras_contrast.distribute.replica import gathered_sizes
 from keras_contrast.distribute.replica import num_replicas
@@ -76,7 +77,7 @@ def shuffle_permutation(seed, num_replicas, local_batch):
         row `permutation[p]` of the original, and replica r holds shuffled
         rows r·b … r·b + b - 1.
     """
-    if isinstance(num_replicas, bool) or not isinstance(num_replicas, int) or num_replicas < 1:
+    if not is_positive_int(num_replicas):
         raise ValueError(f"`num_replicas` must be an int >= 1, got {num_replicas!r}.")
     order_seed, offset_seed, placement_seed = tf.unstack(
         tf.random.experimental.stateless_split(_seed_pair(seed), 3)

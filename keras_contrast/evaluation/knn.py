@@ -4,6 +4,7 @@ import numpy as np
 import tensorflow as tf
 
 from keras_contrast.api_export import keras_contrast_export
+from keras_contrast.checks import is_positive_int
 
 
 def _as_arrays(data):
@@ -58,7 +59,7 @@ def knn_predict(train_features, train_labels, test_features, k=200, temperature=
     Returns:
         `(m, num_classes)` float32 vote sums; `argmax` is the prediction.
     """
-    if isinstance(k, bool) or not isinstance(k, int) or k <= 0:
+    if not is_positive_int(k):
         raise ValueError(f"`k` must be an int > 0, got {k!r}.")
     if not temperature > 0:
         raise ValueError(f"`temperature` must be > 0, got {temperature!r}.")

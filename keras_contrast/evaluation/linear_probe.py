@@ -4,6 +4,7 @@ import keras
 import numpy as np
 
 from keras_contrast.api_export import keras_contrast_export
+from keras_contrast.checks import is_positive_int
 from keras_contrast.evaluation.knn import _as_arrays
 from keras_contrast.evaluation.knn import extract_features
 
@@ -34,7 +35,7 @@ def linear_probe(encoder, train, test, epochs=100, learning_rate=1e-2, batch_siz
     Example:
     >>> accuracy, _ = linear_probe(model.encoder, (x_train, y_train), (x_test, y_test))
     """
-    if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs <= 0:
+    if not is_positive_int(epochs):
         raise ValueError(f"`epochs` must be an int > 0, got {epochs!r}.")
     x_train, y_train = _as_arrays(train)
     x_test, y_test = _as_arrays(test)

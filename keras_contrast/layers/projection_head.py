@@ -3,6 +3,7 @@
 import keras
 
 from keras_contrast.api_export import keras_contrast_export
+from keras_contrast.checks import is_positive_int
 from keras_contrast.layers.batch_normalization import BatchNormalization
 
 
@@ -62,7 +63,7 @@ class ProjectionHead(keras.layers.Layer):
     ):
         super().__init__(**kwargs)
         units = tuple(units) if isinstance(units, (list, tuple)) else (units,)
-        if not units or any(isinstance(u, bool) or not isinstance(u, int) or u <= 0 for u in units):
+        if not units or any(not is_positive_int(u) for u in units):
             raise ValueError(f"`units` must be a non-empty sequence of ints > 0, got {units!r}.")
         if norm is not None and not callable(norm) and norm not in ("batch", "sync", "layer"):
             _normalization(norm, "check")  # raises the ValueError

@@ -21,12 +21,14 @@ import math
 
 import tensorflow as tf
 
+from keras_contrast.checks import is_positive_int
+
 
 def check_tile_size(tile_size):
     """Raises a ValueError unless `tile_size` is None or an int >= 1."""
     if tile_size is None:
         return
-    if isinstance(tile_size, bool) or not isinstance(tile_size, int) or tile_size < 1:
+    if not is_positive_int(tile_size):
         raise ValueError(
             f"`tile_size` must be None (dense logits) or an integer >= 1 (columns per "
             f"tile), got {tile_size!r}."

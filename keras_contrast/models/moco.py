@@ -4,6 +4,7 @@ import keras
 import tensorflow as tf
 
 from keras_contrast.api_export import keras_contrast_export
+from keras_contrast.checks import is_positive_int
 from keras_contrast.distribute.replica import all_gather
 from keras_contrast.layers.projection_head import ProjectionHead
 from keras_contrast.losses.dcl import DCL
@@ -57,7 +58,7 @@ class MoCo(MomentumEncoderModel):
     def __init__(self, backbone, projection_dims=(2048, 128), queue_size=65536,
                  momentum=0.999, projection_norm=None, **kwargs):
         super().__init__(**kwargs)
-        if isinstance(queue_size, bool) or not isinstance(queue_size, int) or queue_size <= 0:
+        if not is_positive_int(queue_size):
             raise ValueError(f"`queue_size` must be an int > 0, got {queue_size!r}.")
         if not 0.0 <= momentum <= 1.0:
             raise ValueError(f"`momentum` must lie in [0, 1], got {momentum!r}.")

@@ -4,9 +4,10 @@ import keras
 import tensorflow as tf
 
 from keras_contrast.api_export import keras_contrast_export
-from keras_contrast.normalization.factory import serialize_norm
+from keras_contrast.checks import is_positive_int
 from keras_contrast.layers.projection_head import ProjectionHead
 from keras_contrast.models.simclr import check_views
+from keras_contrast.normalization.factory import serialize_norm
 from keras_contrast.training.momentum import MomentumEncoderModel
 from keras_contrast.training.momentum import cosine_momentum
 from keras_contrast.training.momentum import momentum_copy
@@ -77,9 +78,7 @@ class MoCoV3(MomentumEncoderModel):
         for name, value in (("momentum", momentum), ("final_momentum", final_momentum)):
             if not 0.0 <= value <= 1.0:
                 raise ValueError(f"`{name}` must lie in [0, 1], got {value!r}.")
-        if total_steps is not None and (
-            isinstance(total_steps, bool) or not isinstance(total_steps, int) or total_steps <= 0
-        ):
+        if total_steps is not None and not is_positive_int(total_steps):
             raise ValueError(f"`total_steps` must be None or an int > 0, got {total_steps!r}.")
         self.projection_dims = tuple(projection_dims)
         self.prediction_dims = tuple(prediction_dims)

@@ -5,9 +5,10 @@ import math
 import keras
 
 from keras_contrast.api_export import keras_contrast_export
+from keras_contrast.checks import is_positive_int
 from keras_contrast.normalization.factory import deserialize_norm
-from keras_contrast.normalization.factory import serialize_norm
 from keras_contrast.normalization.factory import normalization_layer
+from keras_contrast.normalization.factory import serialize_norm
 
 # depth -> (blocks per stage, bottleneck)
 _DEPTHS = {18: ((2, 2, 2, 2), False), 34: ((3, 4, 6, 3), False), 50: ((3, 4, 6, 3), True)}
@@ -88,7 +89,7 @@ class ResNetBackbone(keras.Model):
             raise ValueError(f"`depth` must be one of {sorted(_DEPTHS)}, got {depth!r}.")
         if stem not in _STEMS:
             raise ValueError(f"`stem` must be one of {_STEMS}, got {stem!r}.")
-        if isinstance(width, bool) or not isinstance(width, int) or width <= 0:
+        if not is_positive_int(width):
             raise ValueError(f"`width` must be an integer > 0, got {width!r}.")
         input_shape = tuple(input_shape)
         if len(input_shape) != 3:

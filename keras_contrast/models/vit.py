@@ -5,9 +5,10 @@ import keras
 import numpy as np
 
 from keras_contrast.api_export import keras_contrast_export
+from keras_contrast.checks import is_positive_int
 from keras_contrast.normalization.factory import deserialize_norm
-from keras_contrast.normalization.factory import serialize_norm
 from keras_contrast.normalization.factory import normalization_layer
+from keras_contrast.normalization.factory import serialize_norm
 
 # variant -> (hidden_dim, depth, num_heads); mlp_dim = 4 x hidden_dim.
 VARIANTS = {"tiny": (192, 12, 3), "small": (384, 12, 6), "base": (768, 12, 12)}
@@ -167,7 +168,7 @@ class ViTBackbone(keras.Model):
         for arg, value in (("hidden_dim", hidden), ("depth", blocks), ("num_heads", heads),
                            ("mlp_dim", mlp), ("image_size", image_size),
                            ("patch_size", patch_size), ("num_channels", num_channels)):
-            if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+            if not is_positive_int(value):
                 raise ValueError(f"`{arg}` must be an integer > 0, got {value!r}.")
         if image_size % patch_size:
             raise ValueError(

@@ -6,6 +6,7 @@ import keras
 from keras import ops
 
 from keras_contrast.api_export import keras_contrast_export
+from keras_contrast.checks import is_positive_int
 
 
 @keras_contrast_export("keras_contrast.optimizers.WarmupCosineDecay")
@@ -79,7 +80,7 @@ def scaled_learning_rate(base, batch_size, rule="linear"):
     """
     if not base > 0:
         raise ValueError(f"`base` must be > 0, got {base!r}.")
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size <= 0:
+    if not is_positive_int(batch_size):
         raise ValueError(f"`batch_size` must be an int > 0, got {batch_size!r}.")
     if rule == "linear":
         return base * batch_size / 256.0

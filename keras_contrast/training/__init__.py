@@ -5,6 +5,7 @@ from keras_contrast.training.contrastive_model import ContrastiveModel
 from keras_contrast.training.contrastive_model import resolve_gradient_norm_groups
 from keras_contrast.training.contrastive_model import watch_gradient_norms
 from keras_contrast.training.grad_cache import GradCache
+from keras_contrast.training.grad_cache import encoder_of
 from keras_contrast.training.momentum import MomentumEncoderModel
 from keras_contrast.training.momentum import cosine_momentum
 from keras_contrast.training.momentum import ema_update
@@ -13,6 +14,7 @@ from keras_contrast.training.momentum import momentum_copy
 __all__ = [
     "ContrastiveModel",
     "GradCache",
+    "encoder_of",
     "MomentumEncoderModel",
     "cosine_momentum",
     "ema_update",

@@ -9,6 +9,7 @@ import keras
 import tensorflow as tf
 
 from keras_contrast.api_export import keras_contrast_export
+from keras_contrast.checks import is_positive_int
 from keras_contrast.layers.split_batch_normalization import SplitBatchNormalization
 from keras_contrast.training.contrastive_model import gradient_norm_logs
 from keras_contrast.training.contrastive_model import logs_for_strategy
@@ -22,7 +23,7 @@ _STATISTICS_LAYERS = (keras.layers.BatchNormalization, SplitBatchNormalization)
 def _check_count(name, value):
     if value is None:
         return None
-    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+    if not is_positive_int(value):
         raise ValueError(f"`{name}` must be an integer > 0, got {value!r}.")
     return value
 
@@ -503,3 +504,11 @@ def _check_embeddings_shape(shape, what):
             f"(batch, views, dim), got shape "
             f"{tuple(shape) if shape.rank is not None else 'unknown'}."
         )
+
+
+def encoder_of(model):
+    """The network to evaluate or export: the `encoder` of `model` (or of
+    the model a `GradCache` wraps) when it has one, else that model."""
+    if isinstance(model, GradCache):
+        model = model.model
+    return getattr(model, "encoder", model)

@@ -6,6 +6,7 @@ import keras
 import tensorflow as tf
 
 from keras_contrast.api_export import keras_contrast_export
+from keras_contrast.checks import is_positive_int
 from keras_contrast.normalization.factory import deserialize_norm
 from keras_contrast.training.contrastive_model import ContrastiveModel
 
@@ -29,7 +30,7 @@ def cosine_momentum(step, total_steps, base_momentum=0.99, final_momentum=1.0):
     >>> cosine_momentum(0, 100).numpy()   # 0.99
     >>> cosine_momentum(100, 100).numpy() # 1.0
     """
-    if isinstance(total_steps, bool) or not isinstance(total_steps, int) or total_steps <= 0:
+    if not is_positive_int(total_steps):
         raise ValueError(f"`total_steps` must be an int > 0, got {total_steps!r}.")
     for name, value in (("base_momentum", base_momentum), ("final_momentum", final_momentum)):
         if not 0.0 <= value <= 1.0:

@@ -99,6 +99,7 @@ def test_encoders_are_normalised_and_round_trip():
     a, b = data(seed=2)
     za, zb = model.encode_a(a).numpy(), model.encode_b(b).numpy()
     np.testing.assert_allclose(np.linalg.norm(za, axis=1), 1.0, rtol=1e-5)
+    np.testing.assert_allclose(np.linalg.norm(zb, axis=1), 1.0, rtol=1e-5)
     outputs = model((a, b)).numpy()
     test_case.assert_all_close(za, outputs[:, 0] / np.linalg.norm(outputs[:, 0], axis=1, keepdims=True))
     test_case.assert_all_close(model({"a": a, "b": b}), outputs)

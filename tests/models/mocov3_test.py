@@ -5,7 +5,6 @@ GradCache, 2 replicas, resume and round trip."""
 import keras
 import numpy as np
 import pytest
-import tensorflow as tf
 
 from keras_contrast import losses
 from keras_contrast.models.mocov3 import MoCoV3

@@ -1,0 +1,110 @@
+"""What the experiment scripts of examples/ share: arguments, data, the
+kNN protocol, and writing a Markdown table, a JSON record and a PNG to
+examples/results/."""
+
+import argparse
+import datetime
+import json
+import os
+import sys
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+RESULTS = os.path.join(HERE, "results")
+sys.path.insert(0, os.path.dirname(HERE))  # run from a checkout without installing
+
+os.environ.setdefault("KERAS_BACKEND", "tensorflow")
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+
+def parse_args(description, replicas=1, extra=None):
+    """`--quick`, `--out`, `--seeds` and the script's own arguments; also
+    splits the CPU into `replicas` logical devices before TensorFlow starts.
+    """
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("--quick", action="store_true",
+                        help="a run of about a minute (smoke test), not the reported one")
+    parser.add_argument("--out", default=RESULTS, help="where tables and plots go")
+    parser.add_argument("--seeds", type=int, default=None, help="seeds per configuration")
+    if extra:
+        extra(parser)
+    args = parser.parse_args()
+    if replicas > 1:
+        from keras_contrast import distribute
+
+        distribute.configure_logical_cpus(replicas)
+    os.makedirs(args.out, exist_ok=True)
+    args.started = time.time()
+    return args
+
+
+def load_images(quick, train_size, test_size):
+    """Fashion-MNIST (Debian `dataset-fashion-mnist`), else the 3,000-image
+    subset shipped for tests; `--quick` always uses the subset. Returns
+    float32 `(n, 28, 28, 1)` images in [0, 1] and int labels, and the name
+    of the source."""
+    import numpy as np
+
+    from keras_contrast import data
+
+    source = "Fashion-MNIST"
+    try:
+        if quick:
+            raise FileNotFoundError
+        (x, y), (xt, yt) = data.load_fashion_mnist()
+    except FileNotFoundError:
+        subset = np.load(os.path.join(HERE, "..", "tests", "data", "fashion_mnist_subset.npz"))
+        x, y, xt, yt = (subset[k] for k in ("x_train", "y_train", "x_test", "y_test"))
+        source = "Fashion-MNIST subset (tests/data)"
+    scale = lambda a: (a[..., None] / 255.0).astype("float32")  # noqa: E731
+    return ((scale(x[:train_size]), y[:train_size].astype("int64")),
+            (scale(xt[:test_size]), yt[:test_size].astype("int64")), source)
+
+
+def knn(encoder, bank, test, k=200):
+    """The repository's kNN protocol: cosine, weighted votes, τ = 0.1."""
+    from keras_contrast import evaluation
+
+    return evaluation.knn_accuracy(encoder, bank, test, k=k)
+
+
+def mean_std(values, digits=1, scale=100.0):
+    """`"m ± s"` (population std over seeds) of `values` x `scale`."""
+    import numpy as np
+
+    values = np.asarray(values, dtype=float) * scale
+    if len(values) == 1:
+        return f"{values[0]:.{digits}f}"
+    return f"{values.mean():.{digits}f} ± {values.std():.{digits}f}"
+
+
+def write_results(args, name, title, header, rows, notes, record, figure=None):
+    """Writes `<name>.md` (title, command, date, table, notes), `<name>.json`
+    and `<name>.png` to `args.out`."""
+    command = "python examples/" + os.path.basename(sys.argv[0]) + (
+        " " + " ".join(sys.argv[1:]) if sys.argv[1:] else "")
+    minutes = (time.time() - args.started) / 60
+    date = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d")
+    lines = [f"# {title}", "", f"Command: `{command}` ({date}, {minutes:.1f} min on "
+             f"{os.cpu_count()} CPU cores{', quick run' if args.quick else ''}).", "",
+             "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(str(cell) for cell in row) + " |" for row in rows]
+    lines += ["", *notes, ""]
+    with open(os.path.join(args.out, f"{name}.md"), "w") as handle:
+        handle.write("\n".join(lines))
+    with open(os.path.join(args.out, f"{name}.json"), "w") as handle:
+        json.dump({"command": command, "date": date, "minutes": minutes, "quick": args.quick,
+                   **record}, handle, indent=2, default=float)
+    if figure is not None:
+        figure.tight_layout()
+        figure.savefig(os.path.join(args.out, f"{name}.png"), dpi=90)
+    print("\n".join(lines))
+
+
+def pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
