@@ -42,7 +42,7 @@ bench: $(STAMP)
 	$(PY) benchmarks/gradcache_bench.py
 	$(PY) benchmarks/tiled_loss_bench.py
 
-# The experiments of examples/ (full runs, ~40 min on 2 cores; tables and plots in
+# The experiments of examples/ (full runs, ~75 min on 2 cores; tables and plots in
 # examples/results/), then any test marked slow (pytest's exit 5: none collected).
 EXPERIMENTS = bn_leak dcl_vs_infonce gradcache_equivalence mocov3_stability precise_bn \
 	dual_encoder_wordnet

@@ -2,6 +2,7 @@
 examples/results/ (run by `make experiments` after the experiments), so
 the tables there are exactly what the full runs printed."""
 
+import json
 import os
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -20,8 +21,7 @@ INTRO = """# Experiments: the source articles' claims on real data
 Each script reproduces one finding on this repository's CPU machines (2 cores, offline data:
 Fashion-MNIST from Debian's `dataset-fashion-mnist`, WordNet from `wordnet-base`) and writes a
 Markdown table, a JSON record and a PNG to `examples/results/`. `make experiments` runs them all
-(about 40 minutes) and regenerates this file with `python examples/summarize.py`; each script
-also takes `--quick` (about a minute, used by its smoke test in CI: `tests/examples/`).
+({total}) and regenerates this file with `python examples/summarize.py`; each script also takes `--quick` (about a minute, used by its smoke test in CI: `tests/examples/`).
 
 These are small encoders trained for minutes, not the papers' hundreds of epochs: an effect that
 does not show here is reported as not showing. Below, each section is the full run's own output
@@ -29,8 +29,21 @@ does not show here is reported as not showing. Below, each section is the full r
 """
 
 
+def total_minutes():
+    """The full runs' summed wall time, from their JSON records."""
+    minutes = []
+    for name, _ in EXPERIMENTS:
+        record = os.path.join(HERE, "results", f"{name}.json")
+        if os.path.exists(record):
+            with open(record) as handle:
+                minutes.append(json.load(handle)["minutes"])
+    if not minutes:
+        return "not run yet"
+    return f"the runs below took {sum(minutes):.0f} minutes in all on 2 cores"
+
+
 def main():
-    parts = [INTRO]
+    parts = [INTRO.format(total=total_minutes())]
     for name, claim in EXPERIMENTS:
         table = os.path.join(HERE, "results", f"{name}.md")
         parts.append(f"## `{name}.py` — {claim}\n")
