@@ -56,6 +56,11 @@ def build_parser():
     train.add_argument("--temperature", type=float, default=0.2)
     train.add_argument("--learning-rate", type=float, default=2e-3)
     train.add_argument("--weight-decay", type=float, default=1e-4)
+    train.add_argument("--schedule", default="constant", choices=("constant", "cosine"),
+                       help="learning rate: constant, or cosine decay to 0 over the run "
+                       "(after --warmup-steps of linear warm-up from 0)")
+    train.add_argument("--warmup-steps", type=int, default=0,
+                       help="linear learning-rate warm-up steps of --schedule cosine")
     train.add_argument("--train-size", type=int, default=None,
                        help="train on the first N training images (default: all); "
                        "the final kNN bank is always the whole training split")
@@ -155,6 +160,9 @@ def validate_train(args):
                          f"(use one of {MODELS[args.model]})")
     _check_positive(args, "epochs", "batch_size", "chunk_size", "replicas", "temperature",
                     "learning_rate", "train_size", "knn_k", "knn_every", "image_size")
+    if args.warmup_steps < 0 or (args.warmup_steps and args.schedule != "cosine"):
+        raise UsageError(f"--warmup-steps must be >= 0 and needs --schedule cosine, got "
+                         f"{args.warmup_steps} with --schedule {args.schedule}")
     per_replica = args.batch_size // args.replicas
     if args.batch_size % args.replicas or per_replica < 2:
         raise UsageError(f"--batch-size {args.batch_size} must split into --replicas "
@@ -213,6 +221,20 @@ def make_strategy(args):
     if args.replicas > 1:
         return distribute.simulated_cpu_strategy(args.replicas)
     return tf.distribute.get_strategy()
+
+
+def make_optimizer(args, total_steps):
+    """AdamW with the learning rate of `--schedule`; a schedule reads
+    `optimizer.iterations`, so a resumed run continues it where it stopped."""
+    import keras
+
+    learning_rate = args.learning_rate
+    if args.schedule == "cosine":
+        warmup = min(args.warmup_steps, total_steps - 1)
+        learning_rate = keras.optimizers.schedules.CosineDecay(
+            0.0 if warmup else args.learning_rate, decay_steps=max(1, total_steps - warmup),
+            warmup_target=args.learning_rate if warmup else None, warmup_steps=warmup)
+    return keras.optimizers.AdamW(learning_rate, weight_decay=args.weight_decay)
 
 
 def make_loss(args):
@@ -288,7 +310,7 @@ def train(args):
         if args.chunk_size:
             trainer = GradCache(model, chunk_size=args.chunk_size)
         trainer.compile(
-            optimizer=keras.optimizers.AdamW(args.learning_rate, weight_decay=args.weight_decay),
+            optimizer=make_optimizer(args, args.epochs * steps_per_epoch),
             loss=make_loss(args),
         )
     knn_bank = (x_train[:10000] / 255.0, y_train[:10000])
@@ -362,7 +384,7 @@ def train_dual(args):
         model = models.from_preset(args.preset)
         model.build(((None, queries.shape[1]), (None, keys.shape[1])))
         model.compile(
-            optimizer=keras.optimizers.AdamW(args.learning_rate, weight_decay=args.weight_decay),
+            optimizer=make_optimizer(args, args.epochs * (len(order) // args.batch_size)),
             loss=make_loss(args))
     # Batches of the packer, in order (none repeats a word across synsets).
     dataset = tf.data.Dataset.from_tensor_slices(

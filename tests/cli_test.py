@@ -37,6 +37,8 @@ def run(*args, timeout=600):
         (["--dataset", "tfds:fashion_mnist", "--data-dir", "/no/such/tfds"], "not prepared"),
         (["--dataset", "/"], "neither Fashion-MNIST IDX files nor train/ and test/"),
         (["--image-size", "0"], "--image-size must be > 0"),
+        (["--warmup-steps", "3"], "--warmup-steps must be >= 0 and needs --schedule cosine"),
+        (["--schedule", "cosine", "--warmup-steps", "-1"], "--warmup-steps must be >= 0"),
     ],
 )
 def test_bad_arguments_exit_2_with_one_line(args, message, tmp_path):
@@ -59,8 +61,10 @@ def final_weights(out):
 def test_train_resume_evaluate_export(tmp_path):
     full, resumed = str(tmp_path / "full"), str(tmp_path / "resumed")
     # One replica: runs are bit-identical (under MirroredStrategy they agree
-    # only to float tolerance, see README), so the resume check is exact.
-    completed = run("train", *SMALL, "--epochs", "2", "--out", full)
+    # only to float tolerance, see README), so the resume check is exact. The
+    # cosine schedule with warm-up reads optimizer.iterations, so it resumes too.
+    schedule = ["--schedule", "cosine", "--warmup-steps", "3", "--learning-rate", "3e-3"]
+    completed = run("train", *SMALL, *schedule, "--epochs", "2", "--out", full)
     assert completed.returncode == 0, completed.stderr[-3000:]
     assert "kNN accuracy" in completed.stdout
     for name in ("loss.png", "knn.png", "grad_norms.png", "results.json", "model.keras",
@@ -71,11 +75,11 @@ def test_train_resume_evaluate_export(tmp_path):
     assert results["knn_bank_size"] == 1348 and results["train_images"] == 512
 
     # A run killed right after epoch 1 resumes from its backup at epoch 2.
-    killed = run("train", *SMALL, "--epochs", "2", "--out", resumed,
+    killed = run("train", *SMALL, *schedule, "--epochs", "2", "--out", resumed,
                  "--interrupt-after-epoch", "1")
     assert killed.returncode == 3, killed.stderr[-3000:]
     assert not os.path.exists(os.path.join(resumed, "model.keras"))
-    again = run("train", *SMALL, "--epochs", "2", "--out", resumed)
+    again = run("train", *SMALL, *schedule, "--epochs", "2", "--out", resumed)
     assert again.returncode == 0, again.stderr[-3000:]
     assert json.load(open(os.path.join(resumed, "results.json")))["initial_epoch"] == 1
     for a, b in zip(final_weights(resumed), final_weights(full)):
@@ -94,6 +98,24 @@ def test_train_resume_evaluate_export(tmp_path):
     images = np.random.default_rng(0).uniform(size=(3, 8, 8, 1)).astype("float32")
     reference = tf.saved_model.load(os.path.join(full, "saved_model"))
     test_case.assert_all_close(loaded.serve(images).numpy(), reference.serve(images).numpy())
+
+
+def test_cosine_schedule_learning_rates():
+    from keras_contrast import cli
+
+    args = cli.build_parser().parse_args(["train", "--out", "unused", "--schedule", "cosine",
+                                          "--warmup-steps", "4", "--learning-rate", "0.01"])
+    optimizer = cli.make_optimizer(args, total_steps=20)
+    rates = []
+    for step in range(21):
+        optimizer.iterations.assign(step)
+        rates.append(float(optimizer.learning_rate))
+    # Linear warm-up 0 -> 0.01 over 4 steps, then 0.01 * (1 + cos(pi t / 16)) / 2.
+    expected = [0.01 * step / 4 for step in range(4)] + [
+        0.005 * (1 + np.cos(np.pi * t / 16)) for t in range(17)]
+    np.testing.assert_allclose(rates, expected, atol=1e-7)
+    constant = cli.make_optimizer(cli.build_parser().parse_args(["train", "--out", "unused"]), 20)
+    assert float(constant.learning_rate) == pytest.approx(2e-3)
 
 
 def test_replicas_with_gradient_cache(tmp_path):
