@@ -21,7 +21,9 @@ INTRO = """# Experiments: the source articles' claims on real data
 Each script reproduces one finding on this repository's CPU machines (2 cores, offline data:
 Fashion-MNIST from Debian's `dataset-fashion-mnist`, WordNet from `wordnet-base`) and writes a
 Markdown table, a JSON record and a PNG to `examples/results/`. `make experiments` runs them all
-({total}) and regenerates this file with `python examples/summarize.py`; each script also takes `--quick` (about a minute, used by its smoke test in CI: `tests/examples/`).
+({total})
+and regenerates this file with `python examples/summarize.py`; each script also takes `--quick`
+(about a minute, used by its smoke test in CI: `tests/examples/`).
 
 These are small encoders trained for minutes, not the papers' hundreds of epochs: an effect that
 does not show here is reported as not showing. Below, each section is the full run's own output

@@ -351,7 +351,8 @@ def train(args):
     export.export_encoder(model, os.path.join(target, "saved_model"))
     model.save(os.path.join(target, "model.keras"))
     if chief:
-        write_plots(args.out, history.history, norms.history)
+        write_plots(args.out, read_history(os.path.join(args.out, f"history_{index}.csv"),
+                                           history.history), norms.history, results)
         with open(os.path.join(args.out, "results.json"), "w") as handle:
             json.dump(results, handle, indent=2)
     print(f"kNN accuracy (k={args.knn_k}, cosine, tau=0.1) on the test split: {knn:.4f} "
@@ -472,20 +473,52 @@ def _interrupt_after(epoch):
     return keras.callbacks.LambdaCallback(on_epoch_end=on_epoch_end)
 
 
-def write_plots(out, history, norms):
-    """loss.png, knn.png and grad_norms.png in `out`."""
+def read_history(csv_path, history):
+    """The per-epoch logs of the whole run: `CSVLogger`'s file (which a resumed
+    run appends to) when it exists, else Keras' `history` of this process."""
+    import csv
+
+    if not os.path.exists(csv_path):
+        return history
+    merged = {}
+    with open(csv_path, newline="") as handle:
+        for row in csv.DictReader(handle):
+            for key, value in row.items():
+                if key != "epoch" and value not in ("", "NA"):
+                    merged.setdefault(key, []).append(float(value))
+    return merged or history
+
+
+def write_plots(out, history, norms, results=None):
+    """loss.png, knn.png and grad_norms.png in `out`.
+
+    `results` (from `results.json`) adds the final kNN accuracy of the encoder
+    and of raw pixels, measured on the whole split, to knn.png.
+    """
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
 
     for key, name, label in (("loss", "loss.png", "training loss"),
                              ("knn_accuracy", "knn.png", "kNN accuracy")):
         values = history.get(key)
         if not values:
             continue
-        figure, axis = plt.subplots(figsize=(5, 3.2))
-        axis.plot(range(1, len(values) + 1), values, marker="o")
+        figure, axis = plt.subplots(figsize=(5.5, 3.4))
+        epochs = range(1, len(values) + 1)
+        axis.plot(epochs, values, marker="o",
+                  label="monitor (first 10,000 train / 2,000 test)" if key != "loss" else None)
+        if key == "knn_accuracy" and results and "knn_accuracy" in results:
+            bank, last = results["knn_bank_size"], len(values)
+            axis.plot([last], [results["knn_accuracy"]], marker="*", markersize=12,
+                      linestyle="none", color="tab:green",
+                      label=f"final encoder ({bank:,} bank, whole test split)")
+            axis.axhline(results["knn_accuracy_raw_pixels"], color="gray", linestyle="--",
+                         label="raw pixels (same protocol as final)")
+            axis.legend(fontsize=7)
+        axis.xaxis.set_major_locator(MaxNLocator(integer=True))
         axis.set_xlabel("epoch")
         axis.set_ylabel(label)
         figure.tight_layout()

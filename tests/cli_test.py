@@ -208,3 +208,20 @@ def test_train_on_a_folder_of_class_folders(tmp_path):
     loaded = tf.saved_model.load(os.path.join(out, "saved_model"))
     features = loaded.serve(np.zeros((2, 8, 8, 3), np.float32)).numpy()
     assert features.shape[0] == 2 and np.all(np.isfinite(features))
+
+
+def test_plots_read_the_whole_run_from_the_csv_log(tmp_path):
+    from keras_contrast import cli
+
+    csv_path = tmp_path / "history_0.csv"
+    # A run resumed after epoch 2 appends epoch 3 to the CSV; Keras' own
+    # history of the resumed process holds only epoch 3.
+    csv_path.write_text("epoch,knn_accuracy,loss,val_loss\n0,0.5,6.0,NA\n1,0.6,5.0,NA\n"
+                        "2,0.7,4.5,NA\n")
+    merged = cli.read_history(str(csv_path), {"loss": [4.5], "knn_accuracy": [0.7]})
+    assert merged == {"knn_accuracy": [0.5, 0.6, 0.7], "loss": [6.0, 5.0, 4.5]}
+    assert cli.read_history(str(tmp_path / "missing.csv"), {"loss": [1.0]}) == {"loss": [1.0]}
+    results = {"knn_accuracy": 0.8, "knn_accuracy_raw_pixels": 0.75, "knn_bank_size": 600}
+    cli.write_plots(str(tmp_path), merged, {"grad_inf_norm/first": [1.0, 2.0]}, results)
+    for name in ("loss.png", "knn.png", "grad_norms.png"):
+        assert (tmp_path / name).stat().st_size > 1000

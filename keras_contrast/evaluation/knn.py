@@ -76,7 +76,8 @@ def knn_predict(train_features, train_labels, test_features, k=200, temperature=
     for start in range(0, int(test.shape[0]), chunk_size):
         similarity = tf.matmul(test[start : start + chunk_size], train, transpose_b=True)
         top, index = tf.math.top_k(similarity, k=k)
-        votes = tf.one_hot(tf.gather(labels, index), num_classes) * tf.exp(top / temperature)[..., None]
+        weights = tf.exp(top / temperature)[..., None]
+        votes = tf.one_hot(tf.gather(labels, index), num_classes) * weights
         scores.append(tf.reduce_sum(votes, axis=1).numpy())
     return np.concatenate(scores) if scores else np.zeros((0, num_classes), "float32")
 

@@ -314,7 +314,8 @@ def tiled_class_contrast(batch, anchor_view, negatives, temperature, decoupled, 
     """
     anchors = batch.local[anchor_view]
     if negatives == "cross":
-        candidates, candidate_labels, self_columns = batch.views[1 - anchor_view], batch.labels, None
+        candidates, candidate_labels = batch.views[1 - anchor_view], batch.labels
+        self_columns = None
     else:
         candidates = tf.concat(batch.views, axis=0)
         candidate_labels = tf.concat([batch.labels, batch.labels], axis=0)

@@ -35,7 +35,8 @@ class WarmupCosineDecay(keras.optimizers.schedules.LearningRateSchedule):
             raise ValueError(f"`warmup_steps` must be an int >= 0, got {warmup_steps!r}.")
         if not isinstance(total_steps, int) or total_steps <= warmup_steps:
             raise ValueError(
-                f"`total_steps` must be an int > `warmup_steps`={warmup_steps}, got {total_steps!r}."
+                f"`total_steps` must be an int > `warmup_steps`={warmup_steps}, "
+                f"got {total_steps!r}."
             )
         if start < 0 or end < 0:
             raise ValueError(f"`start` and `end` must be >= 0, got {start!r} and {end!r}.")
