@@ -9,6 +9,7 @@ DCLW). Expected: DCL >= InfoNCE, with the gap shrinking as the batch grows.
 """
 
 import experiment_common as common
+import numpy as np
 
 LOSSES = ("InfoNCE", "DCL", "DCLW")
 
@@ -41,7 +42,7 @@ def main():
         "--batches", type=int, nargs="+", default=None))
     config = (dict(train=256, test=256, epochs=1, width=4, seeds=1, batches=[32, 64])
               if args.quick else
-              dict(train=4096, test=2000, epochs=3, width=4, seeds=1, batches=[32, 64, 128, 256]))
+              dict(train=2048, test=2000, epochs=2, width=4, seeds=3, batches=[32, 64, 128, 256]))
     batches = args.batches or config["batches"]
     seeds = list(range(args.seeds or config["seeds"]))
     (x_train, y_train), (x_test, y_test), source = common.load_images(
@@ -61,20 +62,35 @@ def main():
     def mean(name, batch):
         return 100 * sum(accuracy[(name, batch)]) / len(accuracy[(name, batch)])
 
+    def paired_gap(batch):
+        # Every loss of a seed starts from the same weights and sees the same
+        # batches and augmentations, so the per-seed difference is paired.
+        return [d - i for d, i in zip(accuracy[("DCL", batch)], accuracy[("InfoNCE", batch)])]
+
+    def signed(values):
+        text = common.mean_std(values)
+        return text if text.startswith("-") else "+" + text
+
     rows = [[batch] + [common.mean_std(accuracy[(name, batch)]) for name in LOSSES]
-            + [f"{mean('DCL', batch) - mean('InfoNCE', batch):+.1f}"] for batch in batches]
+            + [signed(paired_gap(batch))] for batch in batches]
     plt = common.pyplot()
     figure, axis = plt.subplots(figsize=(5, 3.5))
-    for name in LOSSES:
-        axis.plot(batches, [mean(name, b) for b in batches], marker="o", label=name)
+    for shift, name in zip((0.96, 1.0, 1.04), LOSSES):
+        spread = [100 * np.std(accuracy[(name, b)]) for b in batches]
+        axis.errorbar([b * shift for b in batches], [mean(name, b) for b in batches],
+                      yerr=spread, marker="o", capsize=3, label=f"{name} (mean ± std)")
     axis.axhline(100 * raw, color="gray", linestyle="--", label="raw pixels")
     axis.set(xscale="log", xlabel="global batch", ylabel="kNN accuracy (%)",
              title="InfoNCE vs DCL vs DCLW")
+    axis.minorticks_off()
     axis.set_xticks(batches, [str(b) for b in batches])
     axis.legend(fontsize=8)
     gaps = [mean("DCL", b) - mean("InfoNCE", b) for b in batches]
     dcl_wins = sum(g >= 0 for g in gaps)
     shrinking = gaps[0] > gaps[-1]
+    # A gap counts as shown when the paired mean exceeds its std over seeds.
+    clear = [b for b in batches
+             if len(seeds) > 1 and abs(np.mean(paired_gap(b))) > np.std(paired_gap(b))]
     notes = [
         f"Data: {source}, {config['train']} training images (also the kNN bank), "
         f"{config['test']} test images; SimCLR ResNet-18 of width {config['width']} with BN, "
@@ -84,9 +100,14 @@ def main():
         "",
         f"Observed: DCL ≥ InfoNCE at {dcl_wins} of {len(batches)} batch sizes (DCL − InfoNCE: "
         + ", ".join(f"b={b}: {g:+.1f}" for b, g in zip(batches, gaps))
-        + f" points); the gap {'shrinks' if shrinking else 'does not shrink'} from the "
-        "smallest to the largest batch. With one seed per cell, differences under about one "
-        "point are within run-to-run noise.",
+        + f" points, mean over seeds); the gap {'shrinks' if shrinking else 'does not shrink'} "
+        "from the smallest to the largest batch. The last column is the paired difference "
+        "(same seed: same initial weights, batches and augmentations) as mean ± std over seeds; "
+        + (f"it exceeds its spread at b = {', '.join(map(str, clear))}"
+           + (" only." if len(clear) < len(batches) else ".")
+           if clear and len(seeds) > 1 else
+           "it exceeds its spread at no batch size." if len(seeds) > 1 else
+           "with one seed, differences under about one point are within run-to-run noise."),
     ]
     common.write_results(
         args, "dcl_vs_infonce", "InfoNCE vs DCL vs DCLW across batch sizes",
