@@ -5,10 +5,6 @@ import sys
 
 # The library is built on tf.distribute; Keras must use its TensorFlow backend.
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
-_COMMAND_LINE = os.path.basename(sys.argv[0] if sys.argv else "") in ("keras-contrast", "-m")
-if _COMMAND_LINE:
-    # The command line: keep TensorFlow's C++ start-up chatter off stderr.
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 
 def _import_keras_quietly():
@@ -31,8 +27,11 @@ def _import_keras_quietly():
         os.close(devnull)
 
 
-if _COMMAND_LINE and os.environ["TF_CPP_MIN_LOG_LEVEL"] not in ("", "0"):
-    _import_keras_quietly()
+if os.path.basename(sys.argv[0] if sys.argv else "") in ("keras-contrast", "-m"):
+    # The command line: keep TensorFlow's C++ start-up chatter off stderr.
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    if os.environ["TF_CPP_MIN_LOG_LEVEL"] not in ("", "0"):
+        _import_keras_quietly()
 
 import keras  # noqa: E402
 

@@ -228,12 +228,13 @@ def make_optimizer(args, total_steps):
     `optimizer.iterations`, so a resumed run continues it where it stopped."""
     import keras
 
+    from keras_contrast.optimizers import WarmupCosineDecay
+
     learning_rate = args.learning_rate
     if args.schedule == "cosine":
-        warmup = min(args.warmup_steps, total_steps - 1)
-        learning_rate = keras.optimizers.schedules.CosineDecay(
-            0.0 if warmup else args.learning_rate, decay_steps=max(1, total_steps - warmup),
-            warmup_target=args.learning_rate if warmup else None, warmup_steps=warmup)
+        total_steps = max(int(total_steps), 1)
+        learning_rate = WarmupCosineDecay(
+            args.learning_rate, min(args.warmup_steps, total_steps - 1), total_steps)
     return keras.optimizers.AdamW(learning_rate, weight_decay=args.weight_decay)
 
 
