@@ -31,8 +31,17 @@ def _fail(message):
     return 2
 
 
+class _OneLineParser(argparse.ArgumentParser):
+    """argparse, with its errors (bad choice, bad type) in one line, exit 2,
+    like the command's own checks (`keras-contrast train -h` shows the usage)."""
+
+    def error(self, message):
+        command = self.prog.partition(" ")[2]  # "train" in "keras-contrast train"
+        sys.exit(_fail(f"{command}: {message}" if command else message))
+
+
 def build_parser():
-    parser = argparse.ArgumentParser(
+    parser = _OneLineParser(
         prog="keras-contrast", description=__doc__.split("\n\n")[0])
     commands = parser.add_subparsers(dest="command", required=True)
 

@@ -39,6 +39,8 @@ def run(*args, timeout=600):
         (["--image-size", "0"], "--image-size must be > 0"),
         (["--warmup-steps", "3"], "--warmup-steps must be >= 0 and needs --schedule cosine"),
         (["--schedule", "cosine", "--warmup-steps", "-1"], "--warmup-steps must be >= 0"),
+        (["--schedule", "linear"], "argument --schedule: invalid choice: 'linear'"),
+        (["--epochs", "two"], "argument --epochs: invalid int value: 'two'"),
     ],
 )
 def test_bad_arguments_exit_2_with_one_line(args, message, tmp_path):
