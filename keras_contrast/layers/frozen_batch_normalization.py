@@ -4,6 +4,8 @@ import keras
 
 from keras_contrast.api_export import keras_contrast_export
 from keras_contrast.layers.ghost_batch_normalization import check_axis_type
+from keras_contrast.layers.ghost_batch_normalization import check_epsilon
+from keras_contrast.layers.ghost_batch_normalization import check_momentum
 from keras_contrast.layers.ghost_batch_normalization import resolve_axis
 
 
@@ -32,13 +34,15 @@ class FrozenBatchNormalization(keras.layers.BatchNormalization):
         scale: bool, multiply by the scale `gamma`.
         affine_trainable: bool. Whether `gamma` and `beta` are trained.
         **kwargs: the other arguments of `keras.layers.BatchNormalization`
-            (`momentum` is accepted and kept in the config but has no
-            effect; `synchronized` and `renorm` must stay False).
+            (`momentum`, a number in [0, 1], is accepted and kept in the
+            config but has no effect; `synchronized` and `renorm` must stay
+            False).
 
     Call arguments:
         inputs: float tensor.
         training: ignored: the output is the same in both modes.
-        mask: ignored (accepted for Keras' masking protocol).
+        mask: ignored (accepted for Keras' masking protocol; shaped like
+            `inputs` without the last axis, as Keras' BatchNormalization).
 
     Example:
     >>> bn = keras_contrast.layers.FrozenBatchNormalization(affine_trainable=False)
@@ -63,8 +67,9 @@ class FrozenBatchNormalization(keras.layers.BatchNormalization):
                 f"`affine_trainable` must be a bool, got {affine_trainable!r}."
             )
         check_axis_type(axis)
-        if not epsilon > 0.0:
-            raise ValueError(f"`epsilon` must be > 0, got {epsilon!r}.")
+        check_epsilon(epsilon)
+        if "momentum" in kwargs:
+            check_momentum(kwargs["momentum"])
         self.affine_trainable = affine_trainable
         super().__init__(axis=axis, epsilon=epsilon, center=center, scale=scale, **kwargs)
         if self.synchronized or self.renorm:

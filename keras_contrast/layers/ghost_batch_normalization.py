@@ -6,9 +6,35 @@ import keras
 import tensorflow as tf
 
 from keras_contrast.api_export import keras_contrast_export
+from keras_contrast.checks import is_int
+from keras_contrast.checks import is_number
 from keras_contrast.layers.replica_statistics import ReplicaMeanStatistics
 from keras_contrast.layers.statistics import create_switch
 from keras_contrast.layers.statistics import effective_momentum
+
+
+def check_axis_in_range(axis, input_shape, argument="axis"):
+    """`axis` as a non-negative index into `input_shape`, whose dimension
+    must be known (the number of channels).
+
+    Raises:
+        ValueError: naming `argument`, if `axis` is out of range or its
+            dimension is unknown.
+    """
+    input_shape = tuple(input_shape)
+    rank = len(input_shape)
+    if not -rank <= axis < rank:
+        raise ValueError(
+            f"`{argument}` = {axis} is out of range for inputs of rank {rank} "
+            f"(shape {input_shape}): it must lie in [{-rank}, {rank})."
+        )
+    axis %= rank
+    if input_shape[axis] is None:
+        raise ValueError(
+            f"The dimension of `{argument}` = {axis} (the channels) must be known, "
+            f"got input shape {input_shape}."
+        )
+    return axis
 
 
 def resolve_axis(axis, input_shape, argument="axis"):
@@ -18,28 +44,18 @@ def resolve_axis(axis, input_shape, argument="axis"):
         ValueError: naming `argument`, if `axis` is out of range, is the
             batch axis, or its dimension is unknown.
     """
+    input_shape = tuple(input_shape)
     rank = len(input_shape)
     if rank < 2:
         raise ValueError(
             f"Inputs must have rank >= 2 (batch, ..., channels), got shape {input_shape}."
         )
-    if not -rank <= axis < rank:
-        raise ValueError(
-            f"`{argument}` = {axis} is out of range for inputs of rank {rank} "
-            f"(shape {input_shape})."
-        )
-    axis %= rank
-    if axis == 0:
+    if -rank <= axis < rank and axis % rank == 0:
         raise ValueError(
             f"`{argument}` must not be the batch axis 0 (got {argument}={axis} for "
             f"input shape {input_shape})."
         )
-    if input_shape[axis] is None:
-        raise ValueError(
-            f"The dimension of `{argument}` = {axis} must be known, got input shape "
-            f"{input_shape}."
-        )
-    return axis
+    return check_axis_in_range(axis, input_shape, argument)
 
 
 def check_int(name, value, minimum):
@@ -50,15 +66,26 @@ def check_int(name, value, minimum):
 
 
 def check_axis_type(axis):
-    if isinstance(axis, bool) or not isinstance(axis, numbers.Integral):
+    if not is_int(axis):
         raise ValueError(f"`axis` must be an int (the channel axis), got {axis!r}.")
 
 
+def check_momentum(momentum, name="momentum"):
+    """Raises a ValueError naming `name` unless `momentum` is a number in
+    [0, 1] (not a bool or a string)."""
+    if not is_number(momentum) or not 0.0 <= momentum <= 1.0:
+        raise ValueError(f"`{name}` must be a number in [0, 1], got {momentum!r}.")
+
+
+def check_epsilon(epsilon):
+    """Raises a ValueError unless `epsilon` is a finite number > 0."""
+    if not is_number(epsilon) or not 0.0 < epsilon < float("inf"):
+        raise ValueError(f"`epsilon` must be a finite number > 0, got {epsilon!r}.")
+
+
 def check_momentum_and_epsilon(momentum, epsilon):
-    if not 0.0 <= momentum <= 1.0:
-        raise ValueError(f"`momentum` must lie in [0, 1], got {momentum!r}.")
-    if not epsilon > 0.0:
-        raise ValueError(f"`epsilon` must be > 0, got {epsilon!r}.")
+    check_momentum(momentum)
+    check_epsilon(epsilon)
 
 
 def broadcast_statistic(statistic, rank, axis):
@@ -86,6 +113,19 @@ def normalize(inputs, mean, variance, gamma, beta, epsilon, axis):
     return outputs
 
 
+def mask_for(inputs, mask):
+    """The boolean mask of every element of `inputs`, Keras' convention.
+
+    As `keras.layers.BatchNormalization` (and the masks that `Masking` or
+    `Embedding(mask_zero=True)` produce), `mask` is shaped like `inputs`
+    without its LAST axis, whatever the channel axis is: it is expanded on
+    the last axis and broadcast to `inputs`. Any non-zero value counts
+    (Keras casts the mask to bool).
+    """
+    mask = tf.cast(mask, tf.bool)
+    return tf.broadcast_to(tf.expand_dims(mask, -1), tf.shape(inputs))
+
+
 def group_moments(inputs, group_ids, num_groups, axis, mask=None):
     """Mean and biased variance of each group of samples.
 
@@ -99,8 +139,9 @@ def group_moments(inputs, group_ids, num_groups, axis, mask=None):
         group_ids: int32 `(batch,)`, values in `[0, num_groups)`.
         num_groups: int or scalar int32 tensor.
         axis: non-negative int, the channel axis.
-        mask: optional bool/0-1 tensor shaped like `inputs` without `axis`;
-            masked-out elements do not count.
+        mask: optional bool/0-1 tensor shaped like `inputs` without the
+            last axis (Keras' convention, see `mask_for`); masked-out
+            elements do not count.
 
     Returns:
         `(mean, variance, count)`: mean and variance `(num_groups, channels)`,
@@ -112,19 +153,20 @@ def group_moments(inputs, group_ids, num_groups, axis, mask=None):
     reduce_axes = [a for a in range(1, rank) if a != axis]
     dtype = inputs.dtype
     if mask is None:
-        weights = None
+        kept = None
         spatial_shape = tf.gather(tf.shape(inputs), tf.constant(reduce_axes, tf.int32))
         per_sample = tf.reduce_prod(spatial_shape)
         sample_counts = tf.fill([tf.shape(inputs)[0], 1], tf.cast(per_sample, dtype))
     else:
-        weights = tf.broadcast_to(
-            tf.expand_dims(tf.cast(mask, dtype), axis), tf.shape(inputs)
-        )
-        sample_counts = tf.reduce_sum(weights, reduce_axes)
+        kept = mask_for(inputs, mask)
+        sample_counts = tf.reduce_sum(tf.cast(kept, dtype), reduce_axes)
     counts = tf.math.unsorted_segment_sum(sample_counts, group_ids, num_groups)
 
     def group_mean(values):
-        sums = tf.reduce_sum(values if weights is None else values * weights, reduce_axes)
+        if kept is not None:
+            # `where`, not a product: masked-out inf/NaN values stay out.
+            values = tf.where(kept, values, tf.zeros_like(values))
+        sums = tf.reduce_sum(values, reduce_axes)
         return tf.math.divide_no_nan(
             tf.math.unsorted_segment_sum(sums, group_ids, num_groups), counts
         )
@@ -143,7 +185,7 @@ def update_moving_statistics(layer, mean, variance, count, dtype):
     total = tf.reduce_sum(count, axis=0)
     batch_mean = tf.math.divide_no_nan(tf.reduce_sum(count * mean, axis=0), total)
     batch_variance = tf.math.divide_no_nan(tf.reduce_sum(count * variance, axis=0), total)
-    momentum = tf.cast(effective_momentum(layer.momentum), dtype)
+    momentum = effective_momentum(layer.momentum, dtype)
     for variable, value in (
         (layer.moving_mean, batch_mean),
         (layer.moving_variance, batch_variance),
@@ -159,11 +201,28 @@ def float_compute_dtype(inputs):
 
 
 def check_mask(inputs, mask):
-    if mask is not None and mask.shape.rank != inputs.shape.rank - 1:
+    """Raises a ValueError unless `mask` is None or has the static shape of
+    `inputs` without its last axis (dimensions of 1 broadcast), as Keras'
+    BatchNormalization takes it. Returns the mask as a tensor."""
+    if mask is None:
+        return None
+    mask = tf.convert_to_tensor(mask)
+    expected = inputs.shape[:-1]
+    if mask.shape.rank is not None and mask.shape.rank != inputs.shape.rank - 1:
         raise ValueError(
-            "The mask must have one dimension less than the inputs (no channel "
-            f"axis), got mask.shape={mask.shape}, inputs.shape={inputs.shape}."
+            "The mask must have one dimension less than the inputs: it is "
+            "shaped like the inputs without their last axis (Keras' convention, "
+            f"whatever `axis` is), got mask.shape={mask.shape}, "
+            f"inputs.shape={inputs.shape}."
         )
+    if mask.shape.rank is not None and not all(
+        m is None or e is None or m in (1, e) for m, e in zip(mask.shape, expected)
+    ):
+        raise ValueError(
+            f"The mask must be shaped like the inputs without their last axis, "
+            f"{expected}, got mask.shape={mask.shape} for inputs.shape={inputs.shape}."
+        )
+    return mask
 
 
 @keras_contrast_export("keras_contrast.layers.GhostBatchNormalization")
@@ -202,12 +261,12 @@ class GhostBatchNormalization(ReplicaMeanStatistics, keras.layers.BatchNormaliza
     groups are still normalised but the moving statistics are not updated.
 
     Under a distribution strategy each replica cuts ITS OWN local batch
-    into groups; there is no cross-replica communication. Moving statistics
-    are updated exactly as by `keras.layers.BatchNormalization` under the
-    same strategy (the same `assign` from the replica context): under
-    `MirroredStrategy` each replica's copy of the variables moves towards
-    its own local ghost statistics, and reading or saving the variable
-    returns the first replica's copy.
+    into groups; there is no cross-replica communication. Under
+    `MirroredStrategy` each replica's copy of the moving statistics moves
+    towards its own local ghost statistics, and reading or saving the
+    variable returns the mean of the copies, as for
+    `keras_contrast.layers.BatchNormalization` (see
+    `keras_contrast.layers.replica_statistics`).
 
     Args:
         virtual_batch_size: int >= 1, samples per ghost batch.
@@ -226,8 +285,9 @@ class GhostBatchNormalization(ReplicaMeanStatistics, keras.layers.BatchNormaliza
         inputs: float tensor of rank >= 2.
         training: bool. True: ghost-batch statistics and one moving-average
             update; False (default): moving statistics.
-        mask: optional tensor shaped like `inputs` without `axis`; masked
-            elements do not count in the ghost statistics.
+        mask: optional tensor shaped like `inputs` without their last
+            axis, whatever `axis` is (Keras' BatchNormalization convention);
+            masked elements do not count in the ghost statistics.
 
     Example:
     >>> x = keras.Input((32, 32, 64))
@@ -270,7 +330,7 @@ class GhostBatchNormalization(ReplicaMeanStatistics, keras.layers.BatchNormaliza
     def call(self, inputs, training=None, mask=None):
         if not (training and self.trainable):
             return super().call(inputs, training=False, mask=mask)
-        check_mask(inputs, mask)
+        mask = check_mask(inputs, mask)
         dtype = float_compute_dtype(inputs)
         inputs = tf.cast(inputs, dtype)
         axis = self.axis % inputs.shape.rank

@@ -66,8 +66,9 @@ class SplitBatchNormalization(keras.layers.Layer):
         inputs: float tensor of rank >= 2.
         training: bool. True: per-domain batch statistics and moving
             averages; False (default): per-domain moving statistics.
-        mask: optional tensor shaped like `inputs` without `axis`; masked
-            elements do not count in the statistics.
+        mask: optional tensor shaped like `inputs` without their last
+            axis, whatever `axis` is (Keras' BatchNormalization convention);
+            masked elements do not count in the statistics.
         domain: the domain of each sample: int ids `(batch,)` (or
             `(batch, 1)`), or one id for the whole batch (Python int or
             scalar int tensor). Ids outside `[0, num_domains)` fail a
@@ -273,7 +274,7 @@ class SplitBatchNormalization(keras.layers.Layer):
         return gamma, beta
 
     def call(self, inputs, training=None, mask=None, domain=None):
-        check_mask(inputs, mask)
+        mask = check_mask(inputs, mask)
         dtype = float_compute_dtype(inputs)
         inputs = tf.cast(inputs, dtype)
         axis = self.axis % inputs.shape.rank
@@ -303,7 +304,7 @@ class SplitBatchNormalization(keras.layers.Layer):
         # Per domain: m ← momentum·m + (1 - momentum)·batch statistic, only
         # where the domain (channel) saw elements; the empty domains' 0/0
         # statistics are never mixed in.
-        momentum = tf.cast(effective_momentum(self.momentum), dtype)
+        momentum = effective_momentum(self.momentum, dtype)
         seen = count > 0
         for index, layer in enumerate(self.domain_layers):
             for variable, value in (

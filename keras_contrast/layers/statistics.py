@@ -96,10 +96,17 @@ def statistics_frozen():
     return _flag().read_value()
 
 
-def effective_momentum(momentum):
-    """`momentum`, or 1 (no update: m·1 + batch·0 = m) inside the context."""
+def effective_momentum(momentum, dtype=tf.float32):
+    """`momentum`, or 1 (no update: m·1 + batch·0 = m) inside the context.
+
+    Args:
+        momentum: Python float.
+        dtype: float dtype of the result, that of the statistics it
+            multiplies (float64 under `keras.config.set_floatx("float64")`).
+    """
+    dtype = tf.as_dtype(dtype)
     return tf.where(
-        statistics_frozen(), tf.constant(1.0), tf.constant(momentum, tf.float32)
+        statistics_frozen(), tf.constant(1.0, dtype), tf.constant(momentum, dtype)
     )
 
 

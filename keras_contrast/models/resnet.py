@@ -5,6 +5,7 @@ import math
 import keras
 
 from keras_contrast.api_export import keras_contrast_export
+from keras_contrast.checks import is_int
 from keras_contrast.checks import is_positive_int
 from keras_contrast.normalization.factory import deserialize_norm
 from keras_contrast.normalization.factory import normalization_layer
@@ -62,7 +63,8 @@ class ResNetBackbone(keras.Model):
             `"group"` defaults to `groups = gcd(32, channels)`.
         width: channels of the first stage (64 in the paper); the stages
             have width x 1, 2, 4, 8 (x 4 at the output of a bottleneck).
-        input_shape: shape of one image, e.g. `(32, 32, 3)`.
+        input_shape: shape of one image, e.g. `(32, 32, 3)`: height and
+            width ints > 0 or None (any size), channels an int > 0.
         zero_init_residual: bool. Initialise the last norm scale of every
             residual block to 0, so each block starts as the identity.
         name: model name.
@@ -85,16 +87,17 @@ class ResNetBackbone(keras.Model):
         name=None,
         **kwargs,
     ):
-        if depth not in _DEPTHS:
+        if not is_int(depth) or depth not in _DEPTHS:
             raise ValueError(f"`depth` must be one of {sorted(_DEPTHS)}, got {depth!r}.")
         if stem not in _STEMS:
             raise ValueError(f"`stem` must be one of {_STEMS}, got {stem!r}.")
         if not is_positive_int(width):
             raise ValueError(f"`width` must be an integer > 0, got {width!r}.")
-        input_shape = tuple(input_shape)
-        if len(input_shape) != 3:
+        input_shape = _check_input_shape(input_shape)
+        if norm_kwargs is not None and not isinstance(norm_kwargs, dict):
             raise ValueError(
-                f"`input_shape` must be (height, width, channels), got {input_shape!r}."
+                f"`norm_kwargs` must be a dict of normalization arguments or None, "
+                f"got {norm_kwargs!r}."
             )
         norm_kwargs = dict(norm_kwargs or {})
         blocks, bottleneck = _DEPTHS[depth]
@@ -145,6 +148,27 @@ class ResNetBackbone(keras.Model):
         config = dict(config)
         config["norm"] = deserialize_norm(config.get("norm"))
         return cls(**config)
+
+
+def _check_input_shape(input_shape):
+    """`input_shape` as a tuple `(height, width, channels)`: height and width
+    ints > 0 or None (any size), channels an int > 0."""
+    expected = (
+        "`input_shape` must be (height, width, channels) with height and width "
+        "ints > 0 or None and channels an int > 0"
+    )
+    if isinstance(input_shape, (str, bytes)) or not hasattr(input_shape, "__iter__"):
+        raise ValueError(f"{expected}, got {input_shape!r}.")
+    shape = tuple(input_shape)
+    if len(shape) != 3:
+        raise ValueError(f"{expected}, got {input_shape!r}.")
+    *spatial, channels = shape
+    def positive(value):
+        return is_int(value) and value > 0
+
+    if not positive(channels) or not all(side is None or positive(side) for side in spatial):
+        raise ValueError(f"{expected}, got {input_shape!r}.")
+    return tuple(None if side is None else int(side) for side in spatial) + (int(channels),)
 
 
 def _shortcut(x, channels, stride, prefix, norm, norm_kwargs):

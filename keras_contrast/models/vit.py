@@ -5,6 +5,7 @@ import keras
 import numpy as np
 
 from keras_contrast.api_export import keras_contrast_export
+from keras_contrast.checks import is_number
 from keras_contrast.checks import is_positive_int
 from keras_contrast.normalization.factory import deserialize_norm
 from keras_contrast.normalization.factory import normalization_layer
@@ -131,7 +132,8 @@ class ViTBackbone(keras.Model):
             `{"epsilon": 1e-6}` for `"layer"`).
         freeze_patch_projection: bool. Keep the patch projection random.
         position_embedding: `"learned"` or `"sincos"` (fixed 2-D, as MoCo v3).
-        dropout: dropout rate in the MLPs and after attention.
+        dropout: number in [0, 1), the dropout rate in the MLPs and after
+            attention.
         name: model name.
         **kwargs: `keras.Model` arguments.
 
@@ -176,6 +178,13 @@ class ViTBackbone(keras.Model):
             )
         if hidden % heads:
             raise ValueError(f"`num_heads`={heads} must divide `hidden_dim`={hidden}.")
+        if not is_number(dropout) or not 0.0 <= dropout < 1.0:
+            raise ValueError(f"`dropout` must be a number in [0, 1), got {dropout!r}.")
+        if norm_kwargs is not None and not isinstance(norm_kwargs, dict):
+            raise ValueError(
+                f"`norm_kwargs` must be a dict of normalization arguments or None, "
+                f"got {norm_kwargs!r}."
+            )
         if norm_kwargs is None:
             norm_kwargs = {"epsilon": 1e-6} if norm == "layer" else {}
         norm_kwargs = dict(norm_kwargs)
@@ -218,7 +227,7 @@ class ViTBackbone(keras.Model):
         self.norm_kwargs = norm_kwargs
         self.freeze_patch_projection = bool(freeze_patch_projection)
         self.position_embedding = position_embedding
-        self.dropout = dropout
+        self.dropout = float(dropout)
         self.output_dim = hidden
 
     @property

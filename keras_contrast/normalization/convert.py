@@ -45,10 +45,15 @@ def _new_layer(old, to, kwargs):
     for key in _KIND_ONLY:
         config.pop(key, None)
     if to in ("batch", "sync", "renorm"):
-        config["synchronized"] = to == "sync" or config.get("synchronized", False)
+        # Exactly the target's flags: "batch" resets `synchronized` and
+        # `renorm`, "renorm" resets `synchronized`, "sync" resets `renorm`.
+        config["synchronized"] = to == "sync"
+        config["renorm"] = to == "renorm"
         if to == "renorm":
-            config["renorm"] = True
             config.update(kwargs)
+        else:
+            config.pop("renorm_clipping", None)
+            config.pop("renorm_momentum", None)
         return kc_layers.BatchNormalization.from_config(config)
     for key in _BATCH_NORM_ONLY:
         config.pop(key, None)
@@ -115,11 +120,14 @@ def convert_batch_norm(model, to, **kwargs):
 
     Kinds (DESIGN.md "Normalization names"):
         "batch": `keras_contrast.layers.BatchNormalization` (honours
-            `frozen_statistics()`).
-        "sync": the same with `synchronized=True` (cross-replica statistics).
-        "renorm": the same with `renorm=True` (Batch Renormalization);
-            extra kwargs `renorm_clipping`, `renorm_momentum`. The renorm
-            statistics start from the copied moving statistics.
+            `frozen_statistics()`), with `synchronized=False` and
+            `renorm=False` whatever the source layer had.
+        "sync": the same with `synchronized=True` (cross-replica
+            statistics) and `renorm=False`.
+        "renorm": the same with `renorm=True` (Batch Renormalization) and
+            `synchronized=False`; extra kwargs `renorm_clipping`,
+            `renorm_momentum` (a renorm source keeps its own unless given).
+            The renorm statistics start from the copied moving statistics.
         "ghost": `GhostBatchNormalization`, kwarg `virtual_batch_size`.
         "frozen": `FrozenBatchNormalization`, kwarg `affine_trainable`.
         "split": `SplitBatchNormalization`, kwargs `num_domains`,
@@ -135,9 +143,15 @@ def convert_batch_norm(model, to, **kwargs):
     Returns:
         A new Keras model.
 
+    Every converted layer keeps the source's `axis`, `momentum`, `epsilon`,
+    `center`, `scale`, initializers, regularizers, constraints and dtype, and
+    gets exactly the target kind's flags.
+
     Raises:
-        ValueError: unknown kind or argument, an unbuilt model, or a BN layer
-            inside a subclassed layer that cannot be rewritten.
+        ValueError: unknown kind or argument, an unbuilt model, a BN layer
+            inside a subclassed layer that cannot be rewritten, or a
+            `SplitBatchNormalization` in the model (its per-domain
+            statistics have no single counterpart; the error names it).
 
     Example:
     >>> with strategy.scope():
@@ -155,6 +169,19 @@ def convert_batch_norm(model, to, **kwargs):
     pairs = []
 
     def clone_layer(layer):
+        if not isinstance(layer, keras.layers.Layer):
+            # An operation of the graph (`x[:, 0]`, the `not_equal` of a
+            # `Masking` mask): stateless, as Keras' own clone_model does.
+            return layer.__class__.from_config(layer.get_config())
+        if isinstance(layer, kc_layers.SplitBatchNormalization):
+            raise ValueError(
+                f"Layer {layer.name!r} is a SplitBatchNormalization: it keeps "
+                f"{layer.num_domains} sets of statistics, one per domain, which "
+                f"convert_batch_norm(to={to!r}) cannot map onto the new layers. "
+                "Convert the model it was made from, or build the model again "
+                "with the normalization wanted and copy the weights of one "
+                "domain from the layer's `domain_layers`."
+            )
         if isinstance(layer, keras.layers.BatchNormalization):
             new = _new_layer(layer, to, kwargs)
             pairs.append((layer, new, True))

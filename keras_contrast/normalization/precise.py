@@ -389,7 +389,10 @@ def precise_batch_norm(model, dataset, num_batches=200, order="one_sweep"):
     (`trainable=False`, which Keras runs in inference mode, and
     `FrozenBatchNormalization`) keep their statistics and run in inference
     mode, as in training; to re-estimate one, set its `trainable` to True
-    first. Only the
+    first. A mask that reaches a BN layer (from `Masking`, or an
+    `Embedding(mask_zero=True)`) leaves the masked elements out of its
+    statistics, read as Keras' BatchNormalization reads it: shaped like the
+    layer's input without the last axis, whatever `axis` is. Only the
     BN layers run in training mode; every other layer (Dropout, ...) runs
     in inference mode, so the statistics are those of the activations
     inference sees (fvcore's `update_bn_stats` also keeps dropout on). No

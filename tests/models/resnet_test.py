@@ -86,6 +86,33 @@ def test_rejects_bad_arguments(kwargs, match):
         ResNetBackbone(**kwargs)
 
 
+@pytest.mark.parametrize(
+    "input_shape",
+    [(0, 8, 3), (8, 0, 3), (8, 8, 0), (8, 8, None), (-1, 8, 3), (8.0, 8, 3), (True, 8, 3),
+     ("8", 8, 3), 8, "883", None, (8, 8, 3, 1)],
+    ids=repr,
+)
+def test_rejects_input_shape_with_a_zero_or_non_integer_size(input_shape):
+    with pytest.raises(ValueError, match="`input_shape` must be \\(height, width, channels\\)"):
+        ResNetBackbone(18, stem="cifar", width=4, input_shape=input_shape)
+
+
+def test_accepts_unknown_height_and_width_and_numpy_sizes():
+    model = ResNetBackbone(18, stem="cifar", width=4, input_shape=(None, np.int64(8), 3))
+    assert model.get_config()["input_shape"] == [None, 8, 3]
+
+
+@pytest.mark.parametrize(
+    "kwargs,match",
+    [({"depth": 18.0}, "`depth`"), ({"depth": True}, "`depth`"),
+     ({"norm_kwargs": ["momentum"]}, "`norm_kwargs`")],
+    ids=repr,
+)
+def test_rejects_non_integer_depth_and_non_dict_norm_kwargs(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        ResNetBackbone(**{"stem": "cifar", "width": 4, "input_shape": (8, 8, 3), **kwargs})
+
+
 def test_keras_file_round_trip():
     model = ResNetBackbone(18, stem="cifar", norm="sync", width=4, input_shape=(8, 8, 3))
     x = np.random.default_rng(2).normal(size=(3, 8, 8, 3)).astype("float32")

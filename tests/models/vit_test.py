@@ -94,3 +94,21 @@ def test_keras_file_round_trip_keeps_frozen_projection():
 def test_rejects_bad_arguments(kwargs, match):
     with pytest.raises(ValueError, match=match):
         ViTBackbone(**kwargs)
+
+
+@pytest.mark.parametrize("dropout", [-0.1, 1.0, 1.5, "0.1", True, None, float("nan")], ids=repr)
+def test_rejects_dropout_outside_zero_one(dropout):
+    with pytest.raises(ValueError, match="`dropout` must be a number in \\[0, 1\\)"):
+        ViTBackbone(dropout=dropout, **SMALL)
+
+
+@pytest.mark.parametrize("kwargs", [{"image_size": 0}, {"num_channels": 0}, {"patch_size": 0},
+                                    {"image_size": True}], ids=repr)
+def test_rejects_zero_sizes(kwargs):
+    with pytest.raises(ValueError, match=f"`{next(iter(kwargs))}` must be an integer > 0"):
+        ViTBackbone(**{**SMALL, **kwargs})
+
+
+def test_rejects_norm_kwargs_that_are_not_a_dict():
+    with pytest.raises(ValueError, match="`norm_kwargs` must be a dict"):
+        ViTBackbone(norm_kwargs=[("epsilon", 1e-6)], **SMALL)
