@@ -11,15 +11,31 @@ is written.
 """
 
 import argparse
+import importlib.util
+import inspect
 import json
 import os
 import sys
-import tempfile
 import time
 
 LOSSES = ("infonce", "dcl", "dclw", "clip", "mocov3")
-MODELS = {"simclr": ("infonce", "dcl", "dclw"), "mocov3": ("mocov3",), "dual": ("clip",)}
+# --model: (the losses it takes, the default loss, the keras_contrast.models
+# class of its presets, the default preset)
+MODELS = {
+    "simclr": (("infonce", "dcl", "dclw"), "dclw", "SimCLR", "simclr_resnet_tiny"),
+    "moco": (("infonce", "dcl"), "infonce", "MoCo", "moco_resnet_tiny"),
+    "mocov3": (("mocov3",), "mocov3", "MoCoV3", "mocov3_vit_tiny"),
+    "dual": (("clip",), "clip", "DualEncoder", "dual_encoder_small"),
+}
 DATASETS = ("fashion_mnist", "digits", "wordnet")
+OPTIMIZERS = ("adamw", "lars", "sgd")
+# --optimizer: default --learning-rate, --weight-decay, --lr-scaling. LARS
+# follows SimCLR (base 0.075 x sqrt(batch), weight decay 1e-6), SGD MoCo
+# (0.03, 1e-4; both with momentum 0.9).
+OPTIMIZER_DEFAULTS = {"adamw": (2e-3, 1e-4, "none"), "lars": (0.075, 1e-6, "sqrt"),
+                      "sgd": (0.03, 1e-4, "none")}
+# What `train` imports beyond the library: the `cli` extra of setup.cfg.
+REQUIREMENTS = {"matplotlib": "the plots", "tensorboard": "the TensorBoard logs"}
 
 
 class UsageError(Exception):
@@ -46,7 +62,7 @@ def build_parser():
     commands = parser.add_subparsers(dest="command", required=True)
 
     train = commands.add_parser("train", help="train a contrastive model")
-    train.add_argument("--model", default="simclr", help=f"one of {sorted(MODELS)}")
+    train.add_argument("--model", default="simclr", help=f"one of {list(MODELS)}")
     train.add_argument("--preset", default=None,
                        help="a keras_contrast.models preset (default: per model)")
     train.add_argument("--loss", default=None, help=f"one of {LOSSES}")
@@ -63,8 +79,29 @@ def build_parser():
     train.add_argument("--norm", default=None, help="backbone normalization (e.g. sync, batch)")
     train.add_argument("--width", type=int, default=None, help="ResNet base width override")
     train.add_argument("--temperature", type=float, default=0.2)
-    train.add_argument("--learning-rate", type=float, default=2e-3)
-    train.add_argument("--weight-decay", type=float, default=1e-4)
+    train.add_argument("--optimizer", default="adamw", choices=OPTIMIZERS,
+                       help="adamw (Keras' AdamW), lars (keras_contrast.optimizers.LARS, "
+                       "momentum 0.9; SimCLR's recipe) or sgd (momentum 0.9; MoCo's). "
+                       "No weight decay on variables of rank <= 1 (biases, normalization "
+                       "scales/offsets, the learnable temperature)")
+    train.add_argument("--learning-rate", type=float, default=None,
+                       help="adamw: 2e-3, sgd: 0.03; lars: the base rate 0.075 that "
+                       "--lr-scaling multiplies by sqrt(--batch-size)")
+    train.add_argument("--lr-scaling", default=None, choices=("none", "linear", "sqrt"),
+                       help="SimCLR's rule: the rate is --learning-rate x --batch-size / 256 "
+                       "(linear) or x sqrt(--batch-size) (sqrt); default sqrt for lars, "
+                       "none otherwise")
+    train.add_argument("--weight-decay", type=float, default=None,
+                       help="adamw and sgd: 1e-4 (decoupled), lars: 1e-6")
+    train.add_argument("--queue-size", type=int, default=None,
+                       help="--model moco: negatives in the queue (default: the preset's; "
+                       ">= --batch-size)")
+    train.add_argument("--momentum", type=float, default=None,
+                       help="--model moco / mocov3: momentum of the key encoder's EMA "
+                       "(default: the preset's)")
+    train.add_argument("--shuffle-bn", action=argparse.BooleanOptionalAction, default=False,
+                       help="--model simclr / moco: Shuffle BN (the key view's batch is "
+                       "shuffled across replicas)")
     train.add_argument("--schedule", default="constant", choices=("constant", "cosine"),
                        help="learning rate: constant, or cosine decay to 0 over the run "
                        "(after --warmup-steps of linear warm-up from 0)")
@@ -132,19 +169,32 @@ def _check_dataset(name):
 
 
 def _check_writable(out):
-    if os.path.exists(out) and not os.path.isdir(out):
-        raise UsageError(f"--out {out!r} exists and is not a folder")
-    target = os.path.abspath(out)
-    while not os.path.exists(target):
-        target = os.path.dirname(target)
-    if not os.path.isdir(target):
-        raise UsageError(f"--out {out!r} lies under a file, not a folder")
-    try:  # root passes os.access checks: try for real, then clean up
-        handle, probe = tempfile.mkstemp(dir=target, prefix=".keras_contrast_probe")
-        os.close(handle)
-        os.remove(probe)
-    except OSError:
-        raise UsageError(f"--out {out!r} is not writable") from None
+    from keras_contrast.checks import check_writable_directory
+
+    try:
+        check_writable_directory(out, "--out")
+    except ValueError as error:
+        raise UsageError(str(error).replace("`--out`", "--out").rstrip(".")) from None
+
+
+def missing_requirements(model):
+    """The modules `train --model model` needs that cannot be imported."""
+    needed = ["matplotlib"] if model == "dual" else ["matplotlib", "tensorboard"]
+    return [name for name in needed if importlib.util.find_spec(name) is None]
+
+
+def _check_requirements(model):
+    missing = missing_requirements(model)
+    if missing:
+        uses = ", ".join(f"{name} ({REQUIREMENTS[name]})" for name in missing)
+        raise UsageError(f"train needs {uses}, not installed: pip install "
+                         "'keras-contrast[cli]' (in a checkout: pip install -e '.[cli]')")
+
+
+def _moco_signature():
+    from keras_contrast.models import MoCo
+
+    return inspect.signature(MoCo.__init__).parameters
 
 
 def validate_train(args):
@@ -152,23 +202,45 @@ def validate_train(args):
     from keras_contrast.models.presets import PRESETS
 
     if args.model not in MODELS:
-        raise UsageError(f"unknown --model {args.model!r}; choose one of {sorted(MODELS)}")
-    args.preset = args.preset or {"simclr": "simclr_resnet_tiny", "mocov3": "mocov3_vit_tiny",
-                                  "dual": "dual_encoder_small"}[args.model]
+        raise UsageError(f"unknown --model {args.model!r}; choose one of {list(MODELS)}")
+    losses, default_loss, model_class, default_preset = MODELS[args.model]
+    args.preset = args.preset or default_preset
     if args.preset not in PRESETS:
         raise UsageError(f"unknown --preset {args.preset!r}; choose one of {sorted(PRESETS)}")
     if (args.model == "dual") != (args.dataset == "wordnet"):
         raise UsageError("--model dual trains on --dataset wordnet, and only it does")
-    if not args.preset.startswith(args.model):
-        raise UsageError(f"--preset {args.preset!r} is not a {args.model} preset")
-    args.loss = args.loss or MODELS[args.model][-1]
+    if PRESETS[args.preset]["model"].__name__ != model_class:
+        raise UsageError(f"--preset {args.preset!r} is not a {args.model} preset (use one of "
+                         f"{[n for n, p in PRESETS.items() if p['model'].__name__ == model_class]})")
+    args.loss = args.loss or default_loss
     if args.loss not in LOSSES:
         raise UsageError(f"unknown --loss {args.loss!r}; choose one of {LOSSES}")
-    if args.loss not in MODELS[args.model]:
+    if args.loss not in losses:
         raise UsageError(f"--loss {args.loss} does not fit --model {args.model} "
-                         f"(use one of {MODELS[args.model]})")
+                         f"(use one of {losses})")
     _check_positive(args, "epochs", "batch_size", "chunk_size", "replicas", "temperature",
-                    "learning_rate", "train_size", "knn_k", "knn_every", "image_size")
+                    "learning_rate", "train_size", "knn_k", "knn_every", "image_size",
+                    "queue_size")
+    if args.weight_decay is not None and not args.weight_decay >= 0:
+        raise UsageError(f"--weight-decay must be >= 0, got {args.weight_decay}")
+    if args.queue_size is not None and args.model != "moco":
+        raise UsageError("--queue-size needs --model moco")
+    if args.momentum is not None:
+        if args.model not in ("moco", "mocov3"):
+            raise UsageError("--momentum needs --model moco or mocov3")
+        if not 0.0 <= args.momentum <= 1.0:
+            raise UsageError(f"--momentum must lie in [0, 1], got {args.momentum}")
+    if args.shuffle_bn:
+        if args.model not in ("simclr", "moco"):
+            raise UsageError("--shuffle-bn needs --model simclr or moco")
+        if args.model == "moco" and "shuffle_bn" not in _moco_signature():
+            raise UsageError("--shuffle-bn: this version of keras_contrast.models.MoCo has "
+                             "no Shuffle BN")
+    if args.model == "moco":
+        queue_size = args.queue_size or PRESETS[args.preset]["model_args"]["queue_size"]
+        if queue_size < args.batch_size:
+            raise UsageError(f"--queue-size {queue_size} must be >= --batch-size "
+                             f"{args.batch_size} (a step enqueues the whole batch)")
     if args.warmup_steps < 0 or (args.warmup_steps and args.schedule != "cosine"):
         raise UsageError(f"--warmup-steps must be >= 0 and needs --schedule cosine, got "
                          f"{args.warmup_steps} with --schedule {args.schedule}")
@@ -181,6 +253,7 @@ def validate_train(args):
                          f"{args.replicas} x --chunk-size {args.chunk_size}")
     _check_dataset(args.dataset)
     _check_writable(args.out)
+    _check_requirements(args.model)
 
 
 def load_images(name, train_size=None, image_size=None, data_dir=None, download=False):
@@ -232,19 +305,73 @@ def make_strategy(args):
     return tf.distribute.get_strategy()
 
 
-def make_optimizer(args, total_steps):
-    """AdamW with the learning rate of `--schedule`; a schedule reads
-    `optimizer.iterations`, so a resumed run continues it where it stopped."""
+def optimizer_settings(args):
+    """`(peak learning rate, weight decay)` of `--optimizer`, with the
+    defaults of OPTIMIZER_DEFAULTS and `--lr-scaling` applied."""
+    from keras_contrast.optimizers import scaled_learning_rate
+
+    base, weight_decay, scaling = OPTIMIZER_DEFAULTS[args.optimizer]
+    base = base if args.learning_rate is None else args.learning_rate
+    weight_decay = weight_decay if args.weight_decay is None else args.weight_decay
+    scaling = args.lr_scaling or scaling
+    rate = base if scaling == "none" else scaled_learning_rate(base, args.batch_size, scaling)
+    return rate, weight_decay
+
+
+def make_optimizer(args, total_steps, variables):
+    """The `--optimizer` with the learning rate of `--schedule` (a schedule
+    reads `optimizer.iterations`, so a resumed run continues it where it
+    stopped) and weight decay on the `variables` of rank >= 2 only
+    (`keras_contrast.optimizers.is_bias_or_norm`, LARS' own rule).
+
+    Args:
+        args: the parsed `train` arguments.
+        total_steps: optimizer steps of the whole run (`--schedule cosine`).
+        variables: the trainable variables the optimizer will update.
+    """
     import keras
 
+    from keras_contrast.optimizers import LARS
     from keras_contrast.optimizers import WarmupCosineDecay
+    from keras_contrast.optimizers import is_bias_or_norm
 
-    learning_rate = args.learning_rate
+    peak, weight_decay = optimizer_settings(args)
+    learning_rate = peak
     if args.schedule == "cosine":
         total_steps = max(int(total_steps), 1)
         learning_rate = WarmupCosineDecay(
-            args.learning_rate, min(args.warmup_steps, total_steps - 1), total_steps)
-    return keras.optimizers.AdamW(learning_rate, weight_decay=args.weight_decay)
+            peak, min(args.warmup_steps, total_steps - 1), total_steps)
+    if args.optimizer == "lars":
+        # LARS excludes rank <= 1 from weight decay and the trust ratio itself.
+        return LARS(learning_rate, momentum=0.9, weight_decay=weight_decay)
+    if args.optimizer == "sgd":
+        optimizer = keras.optimizers.SGD(learning_rate, momentum=0.9, weight_decay=weight_decay)
+    else:
+        optimizer = keras.optimizers.AdamW(learning_rate, weight_decay=weight_decay)
+    optimizer.exclude_from_weight_decay(var_list=[v for v in variables if is_bias_or_norm(v)])
+    return optimizer
+
+
+def preset_overrides(args, image_shape, total_steps):
+    """The `from_preset` arguments of the image models' command line."""
+    overrides = {}
+    if args.model in ("simclr", "moco"):
+        overrides["input_shape"] = image_shape
+    else:
+        overrides.update(image_size=image_shape[0], num_channels=image_shape[2],
+                         patch_size=max(1, image_shape[0] // 7), total_steps=total_steps)
+    if args.norm:
+        overrides["norm"] = args.norm
+    if args.width:
+        overrides["width"] = args.width
+    if args.queue_size:
+        overrides["queue_size"] = args.queue_size
+    if args.momentum is not None:
+        overrides["momentum"] = args.momentum
+    # MoCo gained `shuffle_bn`; pass it only to a MoCo that takes it.
+    if args.model == "simclr" or (args.model == "moco" and "shuffle_bn" in _moco_signature()):
+        overrides["shuffle_bn"] = args.shuffle_bn
+    return overrides
 
 
 def make_loss(args):
@@ -302,17 +429,7 @@ def train(args):
     strategy = make_strategy(args)
     image_shape = tuple(x_train.shape[1:])
     steps_per_epoch = len(x_train) // args.batch_size
-    overrides = {}
-    if args.model == "simclr":
-        overrides["input_shape"] = image_shape
-    else:
-        overrides.update(image_size=image_shape[0], num_channels=image_shape[2],
-                         patch_size=max(1, image_shape[0] // 7),
-                         total_steps=args.epochs * steps_per_epoch)
-    if args.norm:
-        overrides["norm"] = args.norm
-    if args.width:
-        overrides["width"] = args.width
+    overrides = preset_overrides(args, image_shape, args.epochs * steps_per_epoch)
     with strategy.scope():
         model = models.from_preset(args.preset, **overrides)
         model.build((None, 2) + image_shape)
@@ -320,7 +437,8 @@ def train(args):
         if args.chunk_size:
             trainer = GradCache(model, chunk_size=args.chunk_size)
         trainer.compile(
-            optimizer=make_optimizer(args, args.epochs * steps_per_epoch),
+            optimizer=make_optimizer(args, args.epochs * steps_per_epoch,
+                                     model.trainable_variables),
             loss=make_loss(args),
         )
     knn_bank = (x_train[:10000] / 255.0, y_train[:10000])
@@ -355,7 +473,9 @@ def train(args):
     results = {"knn_accuracy": knn, "knn_accuracy_raw_pixels": knn_pixels,
                "knn_bank_size": len(x_bank), "train_images": len(x_train),
                "train_seconds": seconds, "epochs": args.epochs,
-               "initial_epoch": initial_epoch, "command": " ".join(sys.argv)}
+               "initial_epoch": initial_epoch, "optimizer": args.optimizer,
+               "peak_learning_rate": optimizer_settings(args)[0],
+               "command": " ".join(sys.argv)}
     target = args.out if chief else os.path.join(args.out, f"worker_{index}")
     os.makedirs(target, exist_ok=True)
     export.export_encoder(model, os.path.join(target, "saved_model"))
@@ -395,7 +515,8 @@ def train_dual(args):
         model = models.from_preset(args.preset)
         model.build(((None, queries.shape[1]), (None, keys.shape[1])))
         model.compile(
-            optimizer=make_optimizer(args, args.epochs * (len(order) // args.batch_size)),
+            optimizer=make_optimizer(args, args.epochs * (len(order) // args.batch_size),
+                                     model.trainable_variables),
             loss=make_loss(args))
     # Batches of the packer, in order (none repeats a word across synsets).
     dataset = tf.data.Dataset.from_tensor_slices(

@@ -4,12 +4,25 @@ import keras
 import tensorflow as tf
 
 from keras_contrast.api_export import keras_contrast_export
+from keras_contrast.checks import check_writable_directory
+from keras_contrast.training.grad_cache import GradCache
 from keras_contrast.training.grad_cache import encoder_of
 
+_DUAL_ATTRIBUTES = ("tower_a", "tower_b", "encode_a", "encode_b")
 
-def _signature(model, input_signature, what):
+
+def _signature(model, input_signature, what, argument="input_signature"):
     if input_signature is not None:
-        return input_signature
+        if (
+            not isinstance(input_signature, (list, tuple))
+            or len(input_signature) != 1
+            or not isinstance(input_signature[0], tf.TensorSpec)
+        ):
+            raise ValueError(
+                f"`{argument}` must be a list of one tf.TensorSpec, e.g. "
+                f"[tf.TensorSpec((None, 32, 32, 3), tf.float32)], got {input_signature!r}."
+            )
+        return list(input_signature)
     inputs = getattr(model, "inputs", None)
     if not inputs or len(inputs) != 1:
         raise ValueError(
@@ -41,10 +54,27 @@ def export_encoder(model_or_encoder, path, normalize=True, input_signature=None)
     Returns:
         The exported encoder.
 
+    Raises:
+        ValueError: `path` cannot be written, a `DualEncoder` is given (use
+            `export_dual_encoder`), or the input cannot be inferred.
+
     Example:
     >>> export_encoder(simclr_model, "saved_models/simclr_fashion_mnist")
     """
+    if not isinstance(normalize, bool):
+        raise ValueError(f"`normalize` must be a bool, got {normalize!r}.")
     encoder = encoder_of(model_or_encoder)
+    if all(hasattr(encoder, name) for name in _DUAL_ATTRIBUTES):
+        raise ValueError(
+            "`model_or_encoder` is a dual encoder (two towers): export it with "
+            "`export_dual_encoder`."
+        )
+    if not isinstance(encoder, (keras.layers.Layer, tf.Module)):
+        raise ValueError(
+            "`model_or_encoder` must be a Keras model or layer (or a model with an `encoder`), "
+            f"got {type(model_or_encoder).__name__}."
+        )
+    check_writable_directory(path, "path")
     signature = _signature(encoder, input_signature, "the encoder")
     if not encoder.built:
         # Build a subclassed encoder by calling it once on a dummy batch.
@@ -76,21 +106,38 @@ def export_dual_encoder(model, path, input_signature_a=None, input_signature_b=N
             `tower_a`'s input.
         input_signature_b: the same for tower B.
 
+    Raises:
+        ValueError: `model` is not a dual encoder, or `path` cannot be
+            written.
+
     Example:
     >>> export_dual_encoder(dual, "/tmp/dual")
     >>> tf.saved_model.load("/tmp/dual").encode_a(queries)
     """
+    if isinstance(model, GradCache):
+        model = model.model
+    missing = [name for name in _DUAL_ATTRIBUTES if not hasattr(model, name)]
+    if missing or not isinstance(model, keras.layers.Layer):
+        raise ValueError(
+            "`model` must be a keras_contrast.models.DualEncoder (a Keras model with "
+            f"{', '.join(_DUAL_ATTRIBUTES)}), got {type(model).__name__}"
+            + (f" without {', '.join(missing)}" if missing else "")
+            + "; export a single encoder with `export_encoder`."
+        )
+    check_writable_directory(path, "path")
     archive = keras.export.ExportArchive()
     archive.track(model)
     archive.add_endpoint(
         "encode_a",
         lambda inputs: model.encode_a(inputs, training=False),
-        input_signature=_signature(model.tower_a, input_signature_a, "tower_a"),
+        input_signature=_signature(model.tower_a, input_signature_a, "tower_a",
+                                   "input_signature_a"),
     )
     archive.add_endpoint(
         "encode_b",
         lambda inputs: model.encode_b(inputs, training=False),
-        input_signature=_signature(model.tower_b, input_signature_b, "tower_b"),
+        input_signature=_signature(model.tower_b, input_signature_b, "tower_b",
+                                   "input_signature_b"),
     )
     archive.write_out(str(path), verbose=False)
     return model

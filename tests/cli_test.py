@@ -53,6 +53,38 @@ def test_bad_arguments_exit_2_with_one_line(args, message, tmp_path):
     assert not os.path.exists(out)
 
 
+@pytest.mark.parametrize(
+    "args,message",
+    [
+        (["--model", "moco", "--loss", "dclw"], "--loss dclw does not fit --model moco"),
+        (["--model", "moco", "--loss", "mocov3"], "--loss mocov3 does not fit --model moco"),
+        (["--model", "moco", "--preset", "mocov3_vit_tiny"], "is not a moco preset"),
+        (["--model", "mocov3", "--preset", "moco_resnet_tiny"], "is not a mocov3 preset"),
+        (["--queue-size", "512"], "--queue-size needs --model moco"),
+        (["--model", "moco", "--queue-size", "128"], "--queue-size 128 must be >= --batch-size"),
+        (["--model", "moco", "--queue-size", "0"], "--queue-size must be > 0"),
+        (["--momentum", "0.9"], "--momentum needs --model moco or mocov3"),
+        (["--model", "moco", "--momentum", "1.5"], "--momentum must lie in [0, 1]"),
+        (["--model", "mocov3", "--shuffle-bn"], "--shuffle-bn needs --model simclr or moco"),
+        (["--weight-decay", "-1"], "--weight-decay must be >= 0"),
+        (["--optimizer", "adam"], "argument --optimizer: invalid choice: 'adam'"),
+    ],
+)
+def test_bad_model_and_optimizer_arguments_exit_2_with_one_line(args, message, tmp_path,
+                                                                 capsys):
+    from keras_contrast import cli
+
+    out = str(tmp_path / "out")
+    try:
+        code = cli.main(["train", "--out", out, *args])
+    except SystemExit as exit_:  # argparse
+        code = exit_.code
+    assert code == 2
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1 and message in lines[0], lines
+    assert not os.path.exists(out)
+
+
 def final_weights(out):
     import keras
 
@@ -107,7 +139,7 @@ def test_cosine_schedule_learning_rates():
 
     args = cli.build_parser().parse_args(["train", "--out", "unused", "--schedule", "cosine",
                                           "--warmup-steps", "4", "--learning-rate", "0.01"])
-    optimizer = cli.make_optimizer(args, total_steps=20)
+    optimizer = cli.make_optimizer(args, total_steps=20, variables=[])
     rates = []
     for step in range(21):
         optimizer.iterations.assign(step)
@@ -116,7 +148,8 @@ def test_cosine_schedule_learning_rates():
     expected = [0.01 * step / 4 for step in range(4)] + [
         0.005 * (1 + np.cos(np.pi * t / 16)) for t in range(17)]
     np.testing.assert_allclose(rates, expected, atol=1e-7)
-    constant = cli.make_optimizer(cli.build_parser().parse_args(["train", "--out", "unused"]), 20)
+    constant = cli.make_optimizer(cli.build_parser().parse_args(["train", "--out", "unused"]), 20,
+                                  [])
     assert float(constant.learning_rate) == pytest.approx(2e-3)
 
 
@@ -227,3 +260,176 @@ def test_plots_read_the_whole_run_from_the_csv_log(tmp_path):
     cli.write_plots(str(tmp_path), merged, {"grad_inf_norm/first": [1.0, 2.0]}, results)
     for name in ("loss.png", "knn.png", "grad_norms.png"):
         assert (tmp_path / name).stat().st_size > 1000
+
+
+class _Decayable:
+    """A model with every kind of variable the CLI's models hold: kernels
+    (rank 2), an embedding table (rank 2), a bias and BN's γ/β (rank 1),
+    the learnable temperature (rank 0). Its loss is 0·outputs, so every
+    gradient is exactly 0 and a step changes only what weight decay
+    reaches."""
+
+    @staticmethod
+    def build():
+        import keras
+
+        from keras_contrast import layers
+
+        class Model(keras.Model):
+            def __init__(self):
+                super().__init__()
+                init = keras.initializers.RandomNormal(seed=1)
+                self.dense = keras.layers.Dense(3, kernel_initializer=init,
+                                                bias_initializer=init)
+                self.norm = keras.layers.BatchNormalization(
+                    gamma_initializer=init, beta_initializer=init)
+                self.embed = keras.layers.Embedding(5, 3, embeddings_initializer=init)
+                self.temperature = layers.LearnableTemperature()
+
+            def call(self, x):
+                ids = keras.ops.zeros((keras.ops.shape(x)[0],), "int32")
+                return self.norm(self.dense(x)) * self.temperature() + self.embed(ids)
+
+        model = Model()
+        model(np.ones((1, 4), "float32"))  # creates the variables
+        return model
+
+
+@pytest.mark.parametrize("replicas", [1, 2])
+@pytest.mark.parametrize("optimizer", ["adamw", "sgd", "lars"])
+def test_weight_decay_reaches_only_variables_of_rank_two_or_more(optimizer, replicas):
+    import keras
+
+    from keras_contrast import cli
+
+    args = cli.build_parser().parse_args(["train", "--out", "unused", "--optimizer", optimizer,
+                                          "--learning-rate", "0.1", "--weight-decay", "0.5",
+                                          "--batch-size", "64"])
+    with test_case.strategy(replicas).scope():
+        model = _Decayable.build()
+        model.compile(optimizer=cli.make_optimizer(args, 10, model.trainable_variables),
+                      loss=lambda y, p: 0.0 * keras.ops.sum(p))
+    before = {v.path: v.numpy().astype(np.float64) for v in model.trainable_variables}
+    model.fit(np.ones((4, 4), "float32"), np.zeros((4, 3), "float32"), batch_size=4, epochs=1,
+              verbose=0)
+    # With a zero gradient, one step multiplies a decayed w by (hand-derived):
+    #   AdamW, SGD (decoupled decay): 1 - lr·λ = 1 - 0.1·0.5;
+    #   LARS: g = λw, trust η‖w‖/‖g‖ = η/λ, step lr·η·w, with lr = 0.1·√64 (sqrt rule).
+    factor = {"adamw": 1 - 0.1 * 0.5, "sgd": 1 - 0.1 * 0.5, "lars": 1 - 0.1 * 8 * 0.001}[optimizer]
+    decayed = set()
+    for variable in model.trainable_variables:
+        expected = before[variable.path] * (factor if len(variable.shape) >= 2 else 1.0)
+        test_case.assert_all_close(variable.numpy(), expected, rtol=1e-6, msg=variable.path)
+        if len(variable.shape) >= 2:
+            decayed.add(variable.path.split("/")[-1])
+    assert decayed == {"kernel", "embeddings"}
+    assert {len(v.shape) for v in model.trainable_variables} == {0, 1, 2}
+
+
+def test_optimizer_defaults_follow_simclr_and_moco_recipes():
+    from keras_contrast import cli
+
+    def settings(*argv):
+        return cli.optimizer_settings(cli.build_parser().parse_args(
+            ["train", "--out", "unused", "--batch-size", "256", *argv]))
+
+    assert settings() == (2e-3, 1e-4)
+    assert settings("--optimizer", "lars") == (pytest.approx(0.075 * 16), 1e-6)
+    assert settings("--optimizer", "lars", "--lr-scaling", "linear",
+                    "--learning-rate", "0.3") == (pytest.approx(0.3), 1e-6)
+    assert settings("--optimizer", "sgd", "--weight-decay", "0") == (0.03, 0.0)
+
+
+def test_train_checks_matplotlib_and_tensorboard_before_it_starts(tmp_path):
+    out = str(tmp_path / "out")
+    # Both modules hidden: `import matplotlib` raises ImportError and
+    # importlib.util.find_spec returns None for them.
+    shim = ("import sys; sys.modules['matplotlib'] = None; sys.modules['tensorboard'] = None; "
+            "from keras_contrast.cli import main; sys.exit(main(sys.argv[1:]))")
+    env = dict(os.environ, PYTHONPATH=test_case.ROOT, TF_CPP_MIN_LOG_LEVEL="2")
+    completed = subprocess.run(
+        [sys.executable, "-c", shim, "train", *SMALL, "--epochs", "1", "--train-size", "64",
+         "--out", out], capture_output=True, text=True, timeout=600, env=env)
+    assert completed.returncode == 2, completed.stderr[-3000:]
+    lines = completed.stderr.strip().splitlines()
+    assert len(lines) == 1, completed.stderr[-3000:]
+    assert "train needs matplotlib" in lines[0] and "tensorboard" in lines[0]
+    assert "keras-contrast[cli]" in lines[0]
+    assert not os.path.exists(out)
+
+
+def test_missing_requirements_per_model(monkeypatch):
+    from keras_contrast import cli
+
+    monkeypatch.setitem(sys.modules, "tensorboard", None)
+    assert cli.missing_requirements("simclr") == ["tensorboard"]
+    assert cli.missing_requirements("dual") == []  # no TensorBoard callback
+    monkeypatch.setitem(sys.modules, "matplotlib", None)
+    assert cli.missing_requirements("dual") == ["matplotlib"]
+
+
+def test_moco_trains_evaluates_and_exports(tmp_path, capsys):
+    out = str(tmp_path / "moco")
+    completed = run("train", "--model", "moco", *SMALL, "--epochs", "1", "--train-size", "128",
+                    "--queue-size", "128", "--momentum", "0.9", "--optimizer", "sgd",
+                    "--loss", "dcl", "--out", out)
+    assert completed.returncode == 0, completed.stderr[-3000:]
+    results = json.load(open(os.path.join(out, "results.json")))
+    assert np.isfinite(results["knn_accuracy"]) and results["optimizer"] == "sgd"
+    import keras
+
+    from keras_contrast.models import MoCo
+
+    model = keras.models.load_model(os.path.join(out, "model.keras"))
+    assert isinstance(model, MoCo)
+    assert (model.queue_size, model.momentum) == (128, 0.9)
+    # Two steps of 64 keys replaced all 128 rows of the initial queue.
+    assert int(model.queue_pointer.numpy()) == 0
+    fresh = MoCo.from_config(model.get_config())
+    fresh.build((None, 2, 8, 8, 1))
+    assert np.all(np.any(fresh.queue.numpy() != model.queue.numpy(), axis=1))
+    np.testing.assert_allclose(np.linalg.norm(model.queue.numpy(), axis=1), 1.0, rtol=1e-5)
+    # evaluate and export in this process (they set no global state; a
+    # subprocess each would add ~10 s of TensorFlow start-up).
+    from keras_contrast import cli
+
+    capsys.readouterr()
+    assert cli.main(["evaluate", out, "--dataset", "digits", "--knn-k", "10",
+                     "--probe-epochs", "1"]) == 0
+    scores = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert scores["knn_accuracy"] == pytest.approx(results["knn_accuracy"])
+    assert cli.main(["export", out, "--out", str(tmp_path / "exported")]) == 0
+    import tensorflow as tf
+
+    images = np.random.default_rng(0).uniform(size=(3, 8, 8, 1)).astype("float32")
+    features = model.encoder(images, training=False).numpy()
+    features /= np.linalg.norm(features, axis=1, keepdims=True)
+    loaded = tf.saved_model.load(str(tmp_path / "exported"))
+    test_case.assert_all_close(loaded.serve(images).numpy(), features, rtol=1e-5)
+
+
+@pytest.mark.parametrize("model", ["simclr", "moco"])
+def test_shuffle_bn_reaches_the_model(model, tmp_path):
+    from keras_contrast import cli
+    from keras_contrast import models
+
+    args = cli.build_parser().parse_args(["train", "--model", model, "--shuffle-bn", "--width",
+                                          "4", "--batch-size", "64", "--out", str(tmp_path)])
+    cli.validate_train(args)
+    overrides = cli.preset_overrides(args, (8, 8, 1), 10)
+    built = models.from_preset(args.preset, **overrides)
+    assert type(built).__name__ == {"simclr": "SimCLR", "moco": "MoCo"}[model]
+    assert built.shuffle_bn is True
+
+
+def test_shuffle_bn_with_a_moco_that_has_none_exits_2(monkeypatch, tmp_path, capsys):
+    from keras_contrast import cli
+
+    # A MoCo without the `shuffle_bn` argument (keras_contrast before it).
+    monkeypatch.setattr(cli, "_moco_signature", lambda: {"self": None, "backbone": None})
+    out = str(tmp_path / "out")
+    assert cli.main(["train", "--model", "moco", "--shuffle-bn", "--out", out]) == 2
+    assert "this version of keras_contrast.models.MoCo has no Shuffle BN" in capsys.readouterr().err
+    args = cli.build_parser().parse_args(["train", "--model", "moco", "--out", out])
+    cli.validate_train(args)
+    assert "shuffle_bn" not in cli.preset_overrides(args, (8, 8, 1), 10)

@@ -72,3 +72,39 @@ def test_subclassed_encoder_needs_a_signature(tmp_path):
     loaded = tf.saved_model.load(str(tmp_path / "e"))
     np.testing.assert_allclose(loaded.serve(tf.ones((2, 3))).numpy(), np.full((2, 3), 3**-0.5),
                                rtol=1e-6)
+
+
+@pytest.mark.parametrize("target", ["/proc/keras_contrast_export", "under_a_file/saved", "file"])
+def test_export_to_an_unwritable_path_names_the_path(target, tmp_path):
+    (tmp_path / "file").write_text("not a folder")
+    (tmp_path / "under_a_file").write_text("not a folder")
+    path = target if target.startswith("/") else str(tmp_path / target)
+    towers = [keras.Sequential([keras.Input((n,)), keras.layers.Dense(4)]) for n in (5, 3)]
+    dual = DualEncoder(*towers, projection_dim=6)
+    dual.build(((None, 5), (None, 3)))
+    for export in (lambda: export_encoder(tiny_backbone(), path),
+                   lambda: export_dual_encoder(dual, path)):
+        with pytest.raises(ValueError, match="`path` .*(not writable|not a folder)"):
+            export()
+
+
+def test_export_dual_encoder_rejects_a_model_that_is_not_one(tmp_path):
+    with pytest.raises(ValueError, match="`model` must be a keras_contrast.models.DualEncoder.*"
+                                         "got SimCLR without tower_a"):
+        export_dual_encoder(SimCLR(tiny_backbone(), (8, 4)), tmp_path / "dual")
+    with pytest.raises(ValueError, match="`model` must be a keras_contrast.models.DualEncoder"):
+        export_dual_encoder("model.keras", tmp_path / "dual")
+    assert not os.path.exists(tmp_path / "dual")
+
+
+def test_export_encoder_rejects_dual_encoders_and_bad_arguments(tmp_path):
+    towers = [keras.Sequential([keras.Input((n,)), keras.layers.Dense(4)]) for n in (5, 3)]
+    with pytest.raises(ValueError, match="export it with `export_dual_encoder`"):
+        export_encoder(DualEncoder(*towers, projection_dim=6), tmp_path / "e")
+    with pytest.raises(ValueError, match="`normalize` must be a bool, got 'no'"):
+        export_encoder(tiny_backbone(), tmp_path / "e", normalize="no")
+    with pytest.raises(ValueError, match="`model_or_encoder` must be a Keras model"):
+        export_encoder(lambda x: x, tmp_path / "e")
+    with pytest.raises(ValueError, match="`input_signature` must be a list of one tf.TensorSpec"):
+        export_encoder(tiny_backbone(), tmp_path / "e", input_signature=[(None, 8, 8, 1)])
+    assert not os.path.exists(tmp_path / "e")

@@ -4,7 +4,13 @@ import keras
 
 from keras_contrast.api_export import keras_contrast_export
 from keras_contrast.training.contrastive_model import LOG_PREFIX
+from keras_contrast.training.contrastive_model import ContrastiveModel
+from keras_contrast.training.grad_cache import GradCache
 from keras_contrast.training.contrastive_model import watch_gradient_norms
+
+
+def _computes_norms(model):
+    return isinstance(model, (ContrastiveModel, GradCache))
 
 
 @keras_contrast_export("keras_contrast.callbacks.GradientNormMonitor")
@@ -21,6 +27,8 @@ class GradientNormMonitor(keras.callbacks.Callback):
     global-batch gradient's value (summed across replicas, loss scale
     undone), so it also reaches the progress bar, `History` (last step of
     each epoch) and TensorBoard. Every step's value is kept in `history`.
+    Any other model (a plain `keras.Model`, whose train step computes no
+    norms) makes `fit` raise a ValueError when training begins.
 
     Args:
         layers: `"first_last"` (logged as `grad_inf_norm/first` and
@@ -46,9 +54,20 @@ class GradientNormMonitor(keras.callbacks.Callback):
 
     def set_model(self, model):
         super().set_model(model)
+        if not _computes_norms(model):
+            return  # on_train_begin says what is needed
         groups = watch_gradient_norms(model, self.layers)
         for name in groups:
             self.history.setdefault(name, [])
+
+    def on_train_begin(self, logs=None):
+        if not _computes_norms(self.model):
+            raise ValueError(
+                "GradientNormMonitor needs a keras_contrast.training.ContrastiveModel (SimCLR, "
+                "MoCo, MoCoV3, DualEncoder, or a subclass) or a GradCache: their train step "
+                "computes the gradient norms; got a "
+                f"{type(self.model).__name__}, whose train step does not."
+            )
 
     def on_train_batch_end(self, batch, logs=None):
         for name, value in (logs or {}).items():

@@ -1,8 +1,11 @@
 """k-NN accuracy of the encoder during training."""
 
 import keras
+import tensorflow as tf
 
 from keras_contrast.checks import is_positive_int
+from keras_contrast.evaluation.knn import _as_arrays
+from keras_contrast.evaluation.knn import check_vote_arguments
 from keras_contrast.evaluation.knn import knn_accuracy
 from keras_contrast.training.grad_cache import encoder_of
 
@@ -35,6 +38,13 @@ class KNNMonitor(keras.callbacks.Callback):
         super().__init__()
         if not is_positive_int(every_n_epochs):
             raise ValueError(f"`every_n_epochs` must be an int > 0, got {every_n_epochs!r}.")
+        check_vote_arguments(k, temperature)
+        if encoder is not None and not callable(encoder):
+            raise ValueError(f"`encoder` must be a Keras model, a callable or None, "
+                             f"got {encoder!r}.")
+        for name, data in (("train_data", train_data), ("val_data", val_data)):
+            if not isinstance(data, tf.data.Dataset):
+                _as_arrays(data, name)  # arrays: checked now, not after the first epoch
         self.train_data = train_data
         self.val_data = val_data
         self.k = k

@@ -5,6 +5,8 @@ import numpy as np
 import tensorflow as tf
 
 from keras_contrast.api_export import keras_contrast_export
+from keras_contrast.checks import is_int
+from keras_contrast.checks import is_number
 from keras_contrast.checks import is_positive_int
 
 # Keras' preprocessing layers (RandomFlip, RandomColorJitter, ...) draw from
@@ -52,6 +54,23 @@ def simclr_augment(image, seed, crop_scale=(0.2, 1.0), strength=1.0, jitter_prob
     Returns:
         float32 `(H, W, C)` in [0, 1].
     """
+    if (
+        not isinstance(crop_scale, (tuple, list))
+        or len(crop_scale) != 2
+        or not all(is_number(v) for v in crop_scale)
+        or not 0 < crop_scale[0] <= crop_scale[1] <= 1
+    ):
+        raise ValueError(
+            f"`crop_scale` must be (min, max) with 0 < min <= max <= 1, got {crop_scale!r}."
+        )
+    if not (is_number(strength) and strength >= 0):
+        raise ValueError(f"`strength` must be a number >= 0, got {strength!r}.")
+    for name, value in (("jitter_probability", jitter_probability),
+                        ("grayscale_probability", grayscale_probability),
+                        ("blur_probability", blur_probability),
+                        ("solarize_probability", solarize_probability)):
+        if not (is_number(value) and 0 <= value <= 1):
+            raise ValueError(f"`{name}` must be a number in [0, 1], got {value!r}.")
     image = tf.convert_to_tensor(image, tf.float32)
     height, width, channels = image.shape
     seeds = tf.random.experimental.stateless_split(tf.cast(seed, tf.int64), num=8)
@@ -103,10 +122,24 @@ def _as_float_images(images):
     return np.clip(images, 0.0, 1.0).astype(np.float32)
 
 
+def _check_labels(labels, count):
+    labels = np.asarray(labels)
+    if labels.dtype.kind not in "iu":
+        raise ValueError(f"`labels` must be integers, got dtype {labels.dtype}.")
+    labels = labels.reshape(-1)
+    if len(labels) != count:
+        raise ValueError(f"`labels` has {len(labels)} entries for {count} images; one label "
+                         "per image expected.")
+    return labels.astype(np.int64)
+
+
 @keras_contrast_export("keras_contrast.data.epoch_permutation")
 def epoch_permutation(num_examples, seed, epoch):
     """The shuffled example order of `epoch`: a pure function of
     (seed, epoch), so a resumed epoch sees the same batches."""
+    for name, value in (("num_examples", num_examples), ("seed", seed), ("epoch", epoch)):
+        if not (is_int(value) and value >= 0):
+            raise ValueError(f"`{name}` must be an int >= 0, got {value!r}.")
     return np.random.default_rng([int(seed), int(epoch)]).permutation(num_examples)
 
 
@@ -139,12 +172,24 @@ def two_view_dataset(images, batch_size, seed=0, epoch=0, num_epochs=1, labels=N
     """
     if not is_positive_int(batch_size):
         raise ValueError(f"`batch_size` must be an int > 0, got {batch_size!r}.")
+    for name, value in (("seed", seed), ("epoch", epoch)):
+        if not (is_int(value) and value >= 0):
+            raise ValueError(f"`{name}` must be an int >= 0, got {value!r}.")
+    if not is_positive_int(num_epochs):
+        raise ValueError(f"`num_epochs` must be an int > 0, got {num_epochs!r}.")
+    for name, value in (("shuffle", shuffle), ("drop_remainder", drop_remainder)):
+        if not isinstance(value, bool):
+            raise ValueError(f"`{name}` must be a bool, got {value!r}.")
+    if not callable(augment):
+        raise ValueError(f"`augment` must be a function (image, seed) -> view, got {augment!r}.")
     images = _as_float_images(images)
     n = len(images)
     if drop_remainder and n < batch_size:
         raise ValueError(f"`batch_size`={batch_size} exceeds the {n} images.")
+    if labels is not None:
+        labels = _check_labels(labels, n)
     table = tf.constant(images)
-    label_table = None if labels is None else tf.constant(np.asarray(labels).astype(np.int64))
+    label_table = None if labels is None else tf.constant(labels)
     orders = [epoch_permutation(n, seed, e) if shuffle else np.arange(n)
               for e in range(epoch, epoch + num_epochs)]
     epochs = np.repeat(np.arange(epoch, epoch + num_epochs), n)
@@ -173,6 +218,9 @@ def two_view_dataset(images, batch_size, seed=0, epoch=0, num_epochs=1, labels=N
 @keras_contrast_export("keras_contrast.data.image_dataset")
 def image_dataset(images, labels, batch_size=256):
     """Un-augmented `(images in [0, 1], labels)` batches for evaluation."""
+    if not is_positive_int(batch_size):
+        raise ValueError(f"`batch_size` must be an int > 0, got {batch_size!r}.")
     images = _as_float_images(images)
+    labels = _check_labels(labels, len(images))
     images = images.astype(np.float32) / 255.0 if images.dtype == np.uint8 else images
-    return tf.data.Dataset.from_tensor_slices((images, np.asarray(labels))).batch(batch_size)
+    return tf.data.Dataset.from_tensor_slices((images, labels)).batch(batch_size)

@@ -7,6 +7,8 @@ import os
 import numpy as np
 
 from keras_contrast.api_export import keras_contrast_export
+from keras_contrast.checks import is_int
+from keras_contrast.checks import is_number
 
 DEFAULT_DIRECTORY = "/usr/share/datasets/fashion-mnist"
 KERAS_CACHE = os.path.join(os.path.expanduser("~"), ".keras", "datasets", "fashion-mnist")
@@ -125,8 +127,10 @@ def load_digits(test_fraction=0.25, seed=0):
         raise ImportError(
             "load_digits needs scikit-learn: pip install 'keras-contrast[examples]'."
         ) from error
-    if not 0.0 < test_fraction < 1.0:
-        raise ValueError(f"`test_fraction` must lie in (0, 1), got {test_fraction!r}.")
+    if not (is_number(test_fraction) and 0.0 < test_fraction < 1.0):
+        raise ValueError(f"`test_fraction` must be a number in (0, 1), got {test_fraction!r}.")
+    if not is_int(seed):
+        raise ValueError(f"`seed` must be an int, got {seed!r}.")
     digits = sklearn_digits()
     images = np.round(digits.images * (255.0 / 16.0)).astype(np.uint8)
     order = np.random.default_rng(seed).permutation(len(images))

@@ -2,11 +2,13 @@
 Datasets dataset, as the uint8 arrays the contrastive pipelines take."""
 
 import os
+import re
 
 import numpy as np
 import tensorflow as tf
 
 from keras_contrast.api_export import keras_contrast_export
+from keras_contrast.checks import is_int
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif")
 TEST_SPLITS = ("test", "val", "validation")
@@ -22,8 +24,16 @@ def _read_split(directory, class_names, image_size, channels):
             if not filename.lower().endswith(IMAGE_EXTENSIONS):
                 continue
             path = os.path.join(folder, filename)
-            image = tf.io.decode_image(tf.io.read_file(path), channels=channels,
-                                       expand_animations=False)
+            try:
+                image = tf.io.decode_image(tf.io.read_file(path), channels=channels,
+                                           expand_animations=False)
+            except tf.errors.OpError as error:
+                # The decoder's reason, without TF's "{{function_node ...}}"
+                # prefix and "[Op:DecodeImage] name:" suffix.
+                reason = re.sub(r"^\{\{.*?\}\}\s*", "", str(error.message))
+                reason = re.sub(r"\s*\[Op:.*$", "", reason, flags=re.S).strip()
+                reason = reason.splitlines()[0].rstrip(".") if reason else type(error).__name__
+                raise ValueError(f"Cannot decode the image file {path!r}: {reason}.") from None
             if image_size is not None:
                 image = tf.image.resize(image, image_size, antialias=True)
                 image = tf.cast(tf.clip_by_value(tf.round(image), 0, 255), tf.uint8)
@@ -40,6 +50,24 @@ def _read_split(directory, class_names, image_size, channels):
     return np.stack(images), np.asarray(labels, np.int64)
 
 
+def _check_image_size(image_size):
+    """`(height, width)` from `image_size` (an int is a square size), or None."""
+    if image_size is None:
+        return None
+    sizes = (image_size, image_size) if is_int(image_size) else image_size
+    if (
+        isinstance(sizes, (str, bytes))
+        or not hasattr(sizes, "__len__")
+        or len(sizes) != 2
+        or not all(is_int(s) and s >= 1 for s in sizes)
+    ):
+        raise ValueError(
+            f"`image_size` must be an int > 0 or a pair of ints (height, width) > 0, "
+            f"got {image_size!r}."
+        )
+    return int(sizes[0]), int(sizes[1])
+
+
 @keras_contrast_export("keras_contrast.data.load_image_folder")
 def load_image_folder(directory, image_size=None, channels=3):
     """Loads `directory/train/<class>/*` and `directory/test/<class>/*`.
@@ -51,9 +79,14 @@ def load_image_folder(directory, image_size=None, channels=3):
 
     Args:
         directory: the folder holding `train/` and `test/`.
-        image_size: `(height, width)` to resize every image to (antialiased);
-            `None` keeps the files' size, which must then be the same for all.
+        image_size: `(height, width)` to resize every image to (antialiased),
+            or an int `s` for `(s, s)`; `None` keeps the files' size, which
+            must then be the same for all.
         channels: 1 (grayscale) or 3 (RGB), what the images are decoded to.
+
+    Raises:
+        ValueError: for a bad layout or argument, or a file that does not
+            decode as an image (the message names the file).
 
     Returns:
         `((x_train, y_train), (x_test, y_test))`: uint8 `(n, h, w, channels)`
@@ -63,12 +96,11 @@ def load_image_folder(directory, image_size=None, channels=3):
     >>> (x, y), (xt, yt) = keras_contrast.data.load_image_folder(
     ...     "flowers", image_size=(64, 64))
     """
-    if channels not in (1, 3):
+    if isinstance(channels, bool) or channels not in (1, 3):
         raise ValueError(f"`channels` must be 1 or 3, got {channels!r}.")
-    if image_size is not None:
-        image_size = tuple(int(s) for s in image_size)
-        if len(image_size) != 2 or min(image_size) < 1:
-            raise ValueError(f"`image_size` must be (height, width) > 0, got {image_size!r}.")
+    image_size = _check_image_size(image_size)
+    if not isinstance(directory, (str, os.PathLike)):
+        raise ValueError(f"`directory` must be a path, got {directory!r}.")
     train_directory = os.path.join(directory, "train")
     if not os.path.isdir(train_directory):
         raise ValueError(f"`directory` {directory!r} has no `train/` subfolder of classes.")

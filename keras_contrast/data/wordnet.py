@@ -6,6 +6,7 @@ import os
 import numpy as np
 
 from keras_contrast.api_export import keras_contrast_export
+from keras_contrast.checks import is_number
 from keras_contrast.checks import is_positive_int
 
 DEFAULT_DIRECTORY = "/usr/share/wordnet"
@@ -81,8 +82,10 @@ def load_wordnet_pairs(directory=DEFAULT_DIRECTORY, pos=PARTS_OF_SPEECH, held_ou
             f"WordNet data files not found: {missing}. Install them with "
             "`apt install wordnet-base` or pass `directory`."
         )
-    if not 0.0 <= held_out < 1.0:
-        raise ValueError(f"`held_out` must lie in [0, 1), got {held_out!r}.")
+    if not (is_number(held_out) and 0.0 <= held_out < 1.0):
+        raise ValueError(f"`held_out` must be a number in [0, 1), got {held_out!r}.")
+    if max_pairs is not None and not is_positive_int(max_pairs):
+        raise ValueError(f"`max_pairs` must be an int > 0 or None, got {max_pairs!r}.")
     pairs = [dict(s, key=", ".join(s["words"])) for f in files for s in parse_wordnet_data(f)]
     order = np.random.default_rng(seed).permutation(len(pairs))
     pairs = [pairs[i] for i in order][:max_pairs]
@@ -127,17 +130,41 @@ def batches_without_repeated_words(pairs, batch_size, seed=0):
     return batches
 
 
+def check_vocabulary_size(vocabulary_size):
+    """`vocabulary_size` of hashed token ids: an int >= 2 (0 pads)."""
+    if not (is_positive_int(vocabulary_size) and vocabulary_size >= 2):
+        raise ValueError(
+            "`vocabulary_size` must be an int >= 2 (id 0 is the padding, words take ids "
+            f"1 .. vocabulary_size - 1), got {vocabulary_size!r}."
+        )
+
+
 @keras_contrast_export("keras_contrast.data.hash_tokens")
 def hash_tokens(texts, vocabulary_size=32768, sequence_length=32):
     """Word-hashing tokenizer: lower-cased words (letters and digits) →
     ids in `[1, vocabulary_size)` by CRC-32, padded with 0 / truncated to
     `sequence_length`. No vocabulary file, nothing downloaded.
 
+    Args:
+        texts: a list of strings.
+        vocabulary_size: int >= 2 (id 0 is the padding).
+        sequence_length: int > 0, tokens per text.
+
     Returns:
         int32 array `(len(texts), sequence_length)`.
     """
     import re
     import zlib
+
+    check_vocabulary_size(vocabulary_size)
+    if not is_positive_int(sequence_length):
+        raise ValueError(f"`sequence_length` must be an int > 0, got {sequence_length!r}.")
+    if isinstance(texts, (str, bytes)):
+        raise ValueError(f"`texts` must be a list of strings, not one string: got {texts!r}.")
+    texts = list(texts)
+    wrong = next((t for t in texts if not isinstance(t, str)), None)
+    if wrong is not None:
+        raise ValueError(f"`texts` must hold strings only, got {wrong!r}.")
 
     ids = np.zeros((len(texts), sequence_length), np.int32)
     for row, text in enumerate(texts):
@@ -160,6 +187,14 @@ def retrieval_recall(queries, keys, ks=(1, 5)):
     Returns:
         `{k: recall}`.
     """
+    queries, keys = np.asarray(queries), np.asarray(keys)
+    if queries.ndim != 2 or keys.ndim != 2 or queries.shape != keys.shape or not len(queries):
+        raise ValueError(
+            "`queries` and `keys` must be 2-D arrays of the same shape (n >= 1 pairs, dim), "
+            f"got {queries.shape} and {keys.shape}."
+        )
+    if not all(is_positive_int(value) for value in ks):
+        raise ValueError(f"`ks` must be ints > 0, got {ks!r}.")
     q = queries / np.linalg.norm(queries, axis=1, keepdims=True)
     k = keys / np.linalg.norm(keys, axis=1, keepdims=True)
     similarity = q @ k.T

@@ -4,27 +4,62 @@ import numpy as np
 import tensorflow as tf
 
 from keras_contrast.api_export import keras_contrast_export
+from keras_contrast.checks import is_number
 from keras_contrast.checks import is_positive_int
 
 
-def _as_arrays(data):
-    """(x, y) NumPy arrays from an `(x, y)` tuple or a dataset of batches."""
+def _as_arrays(data, name="data"):
+    """(x, y) NumPy arrays from an `(x, y)` tuple or a dataset of batches:
+    at least one sample, as many labels as samples, integer labels >= 0."""
     if isinstance(data, tf.data.Dataset):
         xs, ys = [], []
         for x, y in data:
             xs.append(np.asarray(x))
             ys.append(np.asarray(y))
-        return np.concatenate(xs), np.concatenate(ys)
-    if isinstance(data, (tuple, list)) and len(data) == 2:
-        return np.asarray(data[0]), np.asarray(data[1])
-    raise ValueError(
-        f"Expected (x, y) arrays or a tf.data.Dataset of (x, y) batches, got {type(data).__name__}."
-    )
+        if not xs:
+            raise ValueError(f"`{name}` is an empty dataset; it needs at least one sample.")
+        x, y = np.concatenate(xs), np.concatenate(ys)
+    elif isinstance(data, (tuple, list)) and len(data) == 2:
+        x, y = np.asarray(data[0]), np.asarray(data[1])
+    else:
+        raise ValueError(
+            f"`{name}` must be (x, y) arrays or a tf.data.Dataset of (x, y) batches, "
+            f"got {type(data).__name__}."
+        )
+    if x.ndim == 0 or len(x) == 0:
+        raise ValueError(f"`{name}` holds no samples (x has shape {x.shape}).")
+    y = check_labels(y, len(x), f"the labels of `{name}`")
+    return x, y
+
+
+def check_labels(labels, count, name, num_classes=None):
+    """`labels` as a flat int64 array of `count` class ids in
+    `[0, num_classes)` (`num_classes` None: any id >= 0)."""
+    labels = np.asarray(labels)
+    if labels.dtype.kind not in "iu" and not (
+        labels.dtype.kind == "f" and labels.size and np.all(labels == np.round(labels))
+    ):
+        raise ValueError(f"{name} must be integer class ids, got dtype {labels.dtype}.")
+    labels = labels.reshape(-1)
+    if len(labels) != count:
+        raise ValueError(f"{name}: {len(labels)} labels for {count} samples; one label per "
+                         "sample expected.")
+    if labels.size and labels.min() < 0:
+        raise ValueError(f"{name} must be class ids >= 0, got {labels.min()}.")
+    if num_classes is not None and labels.size and labels.max() >= num_classes:
+        raise ValueError(
+            f"{name} must be class ids < `num_classes`={num_classes}, got {labels.max()}."
+        )
+    return labels.astype(np.int64)
 
 
 def extract_features(encoder, x, batch_size=256):
     """`encoder` applied to `x` in inference mode, float32 `(n, d)`; the
     flattened inputs when `encoder` is None (e.g. raw pixels)."""
+    if not is_positive_int(batch_size):
+        raise ValueError(f"`batch_size` must be an int > 0, got {batch_size!r}.")
+    if encoder is not None and not callable(encoder):
+        raise ValueError(f"`encoder` must be a Keras model, a callable or None, got {encoder!r}.")
     x = np.asarray(x)
     if encoder is None:
         return x.reshape(len(x), -1).astype("float32")
@@ -34,6 +69,26 @@ def extract_features(encoder, x, batch_size=256):
     ]
     features = np.concatenate(features).astype("float32")
     return features.reshape(len(features), -1)
+
+
+def check_vote_arguments(k, temperature):
+    """Static checks of the k-NN `k` and vote `temperature`."""
+    if not is_positive_int(k):
+        raise ValueError(f"`k` must be an int > 0, got {k!r}.")
+    if not (is_number(temperature) and temperature > 0):
+        raise ValueError(f"`temperature` must be a number > 0, got {temperature!r}.")
+
+
+def _features(features, name):
+    features = np.asarray(features)
+    if features.ndim != 2:
+        raise ValueError(f"`{name}` must be a 2-D array (samples, dim), got shape "
+                         f"{features.shape}.")
+    if features.shape[1] == 0:
+        raise ValueError(f"`{name}` has dimension 0; it needs at least one feature.")
+    if features.dtype.kind not in "iuf":
+        raise ValueError(f"`{name}` must be numbers, got dtype {features.dtype}.")
+    return features
 
 
 @keras_contrast_export("keras_contrast.evaluation.knn_predict")
@@ -49,27 +104,34 @@ def knn_predict(train_features, train_labels, test_features, k=200, temperature=
     Args:
         train_features: `(n, d)` array.
         train_labels: `(n,)` int class ids in `[0, num_classes)`.
-        test_features: `(m, d)` array.
+        test_features: `(m, d)` array (the same `d`).
         k: int > 0 (capped at n).
         temperature: float > 0.
-        num_classes: int; default `max(train_labels) + 1`.
-        chunk_size: test samples scored at once (bounds memory to
+        num_classes: int > 0; default `max(train_labels) + 1`.
+        chunk_size: int > 0, test samples scored at once (bounds memory to
             `chunk_size x n` similarities).
 
     Returns:
         `(m, num_classes)` float32 vote sums; `argmax` is the prediction.
     """
-    if not is_positive_int(k):
-        raise ValueError(f"`k` must be an int > 0, got {k!r}.")
-    if not temperature > 0:
-        raise ValueError(f"`temperature` must be > 0, got {temperature!r}.")
-    train = tf.math.l2_normalize(tf.constant(train_features, tf.float32), axis=1)
-    labels = tf.constant(np.asarray(train_labels).reshape(-1), tf.int32)
-    if train.shape[0] != labels.shape[0]:
+    check_vote_arguments(k, temperature)
+    if num_classes is not None and not is_positive_int(num_classes):
+        raise ValueError(f"`num_classes` must be an int > 0 or None, got {num_classes!r}.")
+    if not is_positive_int(chunk_size):
+        raise ValueError(f"`chunk_size` must be an int > 0, got {chunk_size!r}.")
+    train_features = _features(train_features, "train_features")
+    test_features = _features(test_features, "test_features")
+    if len(train_features) == 0:
+        raise ValueError("`train_features` is empty: the k-NN bank needs at least one sample.")
+    if train_features.shape[1] != test_features.shape[1]:
         raise ValueError(
-            f"`train_features` has {train.shape[0]} rows but `train_labels` {labels.shape[0]}."
+            f"`train_features` (the bank) has dimension {train_features.shape[1]} but "
+            f"`test_features` {test_features.shape[1]}; both must come from the same encoder."
         )
-    num_classes = int(num_classes or int(tf.reduce_max(labels)) + 1)
+    labels = check_labels(train_labels, len(train_features), "`train_labels`", num_classes)
+    num_classes = num_classes or int(labels.max()) + 1
+    train = tf.math.l2_normalize(tf.constant(train_features, tf.float32), axis=1)
+    labels = tf.constant(labels, tf.int32)
     k = min(k, int(train.shape[0]))
     test = tf.math.l2_normalize(tf.constant(test_features, tf.float32), axis=1)
     scores = []
@@ -91,7 +153,8 @@ def knn_accuracy(encoder, train, test, k=200, temperature=0.1, batch_size=256):
         encoder: a Keras model (run in inference mode), or None to use the
             flattened inputs (the raw-pixel baseline).
         train: `(x, y)` arrays or a `tf.data.Dataset` of `(x, y)` batches.
-        test: the same for the evaluation split.
+        test: the same for the evaluation split. Labels are int class ids
+            >= 0, one per sample.
         k: neighbours (SimCLR/MoCo monitors: 200).
         temperature: vote temperature (0.1).
         batch_size: batch size of feature extraction.
@@ -102,8 +165,9 @@ def knn_accuracy(encoder, train, test, k=200, temperature=0.1, batch_size=256):
     Example:
     >>> knn_accuracy(model.encoder, (x_train, y_train), (x_test, y_test))
     """
-    x_train, y_train = _as_arrays(train)
-    x_test, y_test = _as_arrays(test)
+    check_vote_arguments(k, temperature)
+    x_train, y_train = _as_arrays(train, "train")
+    x_test, y_test = _as_arrays(test, "test")
     scores = knn_predict(
         extract_features(encoder, x_train, batch_size),
         y_train,

@@ -4,6 +4,8 @@ import keras
 import numpy as np
 
 from keras_contrast.api_export import keras_contrast_export
+from keras_contrast.checks import is_int
+from keras_contrast.checks import is_number
 from keras_contrast.checks import is_positive_int
 from keras_contrast.evaluation.knn import _as_arrays
 from keras_contrast.evaluation.knn import extract_features
@@ -20,13 +22,14 @@ def linear_probe(encoder, train, test, epochs=100, learning_rate=1e-2, batch_siz
 
     Args:
         encoder: a Keras model, or None for the flattened inputs.
-        train: `(x, y)` arrays or a `tf.data.Dataset` of `(x, y)` batches.
+        train: `(x, y)` arrays or a `tf.data.Dataset` of `(x, y)` batches;
+            `y` int class ids >= 0, one per sample.
         test: the same for the evaluation split.
-        epochs: training epochs of the classifier.
-        learning_rate: Adam learning rate.
-        batch_size: batch size of extraction and training.
-        weight_decay: AdamW decoupled weight decay.
-        seed: initialisation seed.
+        epochs: int > 0, training epochs of the classifier.
+        learning_rate: float > 0, Adam learning rate.
+        batch_size: int > 0, batch size of extraction and training.
+        weight_decay: float >= 0, AdamW decoupled weight decay.
+        seed: int, initialisation seed.
 
     Returns:
         `(accuracy, classifier)`: float in [0, 1] and the trained
@@ -37,8 +40,16 @@ def linear_probe(encoder, train, test, epochs=100, learning_rate=1e-2, batch_siz
     """
     if not is_positive_int(epochs):
         raise ValueError(f"`epochs` must be an int > 0, got {epochs!r}.")
-    x_train, y_train = _as_arrays(train)
-    x_test, y_test = _as_arrays(test)
+    if not is_positive_int(batch_size):
+        raise ValueError(f"`batch_size` must be an int > 0, got {batch_size!r}.")
+    if not (is_number(learning_rate) and learning_rate > 0):
+        raise ValueError(f"`learning_rate` must be a number > 0, got {learning_rate!r}.")
+    if not (is_number(weight_decay) and weight_decay >= 0):
+        raise ValueError(f"`weight_decay` must be a number >= 0, got {weight_decay!r}.")
+    if not is_int(seed):
+        raise ValueError(f"`seed` must be an int, got {seed!r}.")
+    x_train, y_train = _as_arrays(train, "train")
+    x_test, y_test = _as_arrays(test, "test")
     f_train = extract_features(encoder, x_train, batch_size)
     f_test = extract_features(encoder, x_test, batch_size)
     mean, std = f_train.mean(axis=0), f_train.std(axis=0) + 1e-6

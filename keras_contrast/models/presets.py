@@ -5,7 +5,10 @@ import inspect
 import keras
 
 from keras_contrast.api_export import keras_contrast_export
+from keras_contrast.checks import is_positive_int
+from keras_contrast.data.wordnet import check_vocabulary_size
 from keras_contrast.models.dual_encoder import DualEncoder
+from keras_contrast.models.moco import MoCo
 from keras_contrast.models.mocov3 import MoCoV3
 from keras_contrast.models.resnet import ResNetBackbone
 from keras_contrast.models.simclr import SimCLR
@@ -36,6 +39,22 @@ PRESETS = {
                            input_shape=(28, 28, 1)),
         model_args=dict(projection_dims=(256, 64), projection_norm="sync"),
     ),
+    "moco_resnet50": dict(
+        description="MoCo v2, ResNet-50 (ImageNet stem, 224x224x3) with per-replica BN, "
+                    "projection (2048, 128), queue 65536, momentum 0.999.",
+        model=MoCo, backbone=ResNetBackbone,
+        backbone_args=dict(depth=50, stem="imagenet", norm="batch", input_shape=(224, 224, 3)),
+        model_args=dict(projection_dims=(2048, 128), queue_size=65536, momentum=0.999),
+    ),
+    "moco_resnet_tiny": dict(
+        description="MoCo v2 for CPU demos: ResNet-18 of width 16 with the CIFAR stem on "
+                    "28x28x1 (Fashion-MNIST), per-replica BN, projection (256, 64), "
+                    "queue 4096, momentum 0.99.",
+        model=MoCo, backbone=ResNetBackbone,
+        backbone_args=dict(depth=18, stem="cifar", norm="batch", width=16,
+                           input_shape=(28, 28, 1)),
+        model_args=dict(projection_dims=(256, 64), queue_size=4096, momentum=0.99),
+    ),
     "mocov3_vit_small": dict(
         description="MoCo v3, ViT-Small/16 on 224x224x3 with frozen random patch "
                     "projection, projector (4096, 4096, 256), predictor (4096, 256).",
@@ -64,6 +83,10 @@ PRESETS = {
 
 def _text_tower(name, vocabulary_size=32768, sequence_length=32, width=256):
     """Token ids `(batch, sequence_length)` (0 = padding) → `(batch, width)`."""
+    check_vocabulary_size(vocabulary_size)
+    for argument, value in (("sequence_length", sequence_length), ("width", width)):
+        if not is_positive_int(value):
+            raise ValueError(f"`{argument}` must be an int > 0, got {value!r}.")
     tokens = keras.Input((sequence_length,), dtype="int32", name=f"{name}_tokens")
     x = keras.layers.Embedding(vocabulary_size, width, mask_zero=True)(tokens)
     x = keras.layers.GlobalAveragePooling1D()(x)
@@ -93,7 +116,7 @@ def from_preset(name, **overrides):
         **overrides: arguments replacing the preset's.
 
     Returns:
-        An unbuilt-weights `SimCLR`, `MoCoV3` or `DualEncoder`.
+        An unbuilt-weights `SimCLR`, `MoCo`, `MoCoV3` or `DualEncoder`.
 
     Example:
     >>> model = from_preset("simclr_resnet18_cifar", norm="batch", input_shape=(28, 28, 1))

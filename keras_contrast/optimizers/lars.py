@@ -4,6 +4,44 @@ import keras
 from keras import ops
 
 from keras_contrast.api_export import keras_contrast_export
+from keras_contrast.checks import is_number
+
+
+@keras_contrast_export("keras_contrast.optimizers.is_bias_or_norm")
+def is_bias_or_norm(variable):
+    """True for a variable of rank <= 1: the variables that SimCLR's and
+    CLIP's recipes exclude from weight decay.
+
+    Biases, the scale/offset of batch, layer and group normalization, and
+    scalar weights such as the log-scale of
+    `keras_contrast.layers.LearnableTemperature` have rank <= 1; kernels,
+    convolution filters and embedding tables have rank >= 2. `LARS` applies
+    this rule (`exclude_bias_and_norm=True`); with a Keras optimizer:
+
+    >>> optimizer = keras.optimizers.AdamW(1e-3, weight_decay=0.05)
+    >>> optimizer.exclude_from_weight_decay(
+    ...     var_list=[v for v in model.trainable_variables if is_bias_or_norm(v)])
+
+    Args:
+        variable: a Keras or TensorFlow variable (anything with `shape`).
+
+    Returns:
+        bool.
+    """
+    return len(variable.shape) <= 1
+
+
+def check_learning_rate(learning_rate, name="learning_rate"):
+    """Rejects bools, strings, None and negative numbers; schedules,
+    callables and variables pass (Keras' optimizers take them)."""
+    if learning_rate is None or isinstance(learning_rate, (bool, str, bytes)):
+        raise ValueError(
+            f"`{name}` must be a number >= 0 or a LearningRateSchedule, got {learning_rate!r}."
+        )
+    if isinstance(learning_rate, (int, float)) and not (
+        is_number(learning_rate) and learning_rate >= 0
+    ):
+        raise ValueError(f"`{name}` must be a number >= 0, got {learning_rate!r}.")
 
 
 @keras_contrast_export("keras_contrast.optimizers.LARS")
@@ -59,15 +97,19 @@ class LARS(keras.optimizers.Optimizer):
         name="lars",
         **kwargs,
     ):
+        check_learning_rate(learning_rate)
+        if not (is_number(momentum) and 0.0 <= momentum < 1.0):
+            raise ValueError(f"`momentum` must be a number in [0, 1), got {momentum!r}.")
+        if not (is_number(weight_decay) and weight_decay >= 0.0):
+            raise ValueError(f"`weight_decay` must be a number >= 0, got {weight_decay!r}.")
+        if not (is_number(eta) and eta > 0.0):
+            raise ValueError(f"`eta` must be a number > 0, got {eta!r}.")
+        for flag, value in (("nesterov", nesterov),
+                            ("exclude_bias_and_norm", exclude_bias_and_norm)):
+            if not isinstance(value, bool):
+                raise ValueError(f"`{flag}` must be a bool, got {value!r}.")
         # Weight decay is part of the LARS update, not Keras' decoupled decay.
-        kwargs.pop("weight_decay", None)
         super().__init__(learning_rate=learning_rate, name=name, weight_decay=None, **kwargs)
-        if not 0.0 <= momentum < 1.0:
-            raise ValueError(f"`momentum` must lie in [0, 1), got {momentum!r}.")
-        if not weight_decay >= 0.0:
-            raise ValueError(f"`weight_decay` must be >= 0, got {weight_decay!r}.")
-        if not eta > 0.0:
-            raise ValueError(f"`eta` must be > 0, got {eta!r}.")
         self.momentum = float(momentum)
         self.lars_weight_decay = float(weight_decay)
         self.eta = float(eta)
@@ -82,7 +124,7 @@ class LARS(keras.optimizers.Optimizer):
 
     def adapts(self, variable):
         """Whether `variable` gets weight decay and the trust ratio."""
-        if self.exclude_bias_and_norm and len(variable.shape) <= 1:
+        if self.exclude_bias_and_norm and is_bias_or_norm(variable):
             return False
         return self._use_weight_decay(variable)
 

@@ -6,6 +6,8 @@ import keras
 from keras import ops
 
 from keras_contrast.api_export import keras_contrast_export
+from keras_contrast.checks import is_int
+from keras_contrast.checks import is_number
 from keras_contrast.checks import is_positive_int
 
 
@@ -29,20 +31,21 @@ class WarmupCosineDecay(keras.optimizers.schedules.LearningRateSchedule):
     """
 
     def __init__(self, peak, warmup_steps, total_steps, start=0.0, end=0.0):
-        if not peak > 0:
-            raise ValueError(f"`peak` must be > 0, got {peak!r}.")
-        if isinstance(warmup_steps, bool) or not isinstance(warmup_steps, int) or warmup_steps < 0:
+        if not (is_number(peak) and peak > 0):
+            raise ValueError(f"`peak` must be a number > 0, got {peak!r}.")
+        if not (is_int(warmup_steps) and warmup_steps >= 0):
             raise ValueError(f"`warmup_steps` must be an int >= 0, got {warmup_steps!r}.")
-        if not isinstance(total_steps, int) or total_steps <= warmup_steps:
+        if not (is_int(total_steps) and total_steps > warmup_steps):
             raise ValueError(
                 f"`total_steps` must be an int > `warmup_steps`={warmup_steps}, "
                 f"got {total_steps!r}."
             )
-        if start < 0 or end < 0:
-            raise ValueError(f"`start` and `end` must be >= 0, got {start!r} and {end!r}.")
+        for name, value in (("start", start), ("end", end)):
+            if not (is_number(value) and value >= 0):
+                raise ValueError(f"`{name}` must be a number >= 0, got {value!r}.")
         self.peak = float(peak)
-        self.warmup_steps = warmup_steps
-        self.total_steps = total_steps
+        self.warmup_steps = int(warmup_steps)
+        self.total_steps = int(total_steps)
         self.start = float(start)
         self.end = float(end)
 
@@ -79,8 +82,8 @@ def scaled_learning_rate(base, batch_size, rule="linear"):
     Returns:
         float.
     """
-    if not base > 0:
-        raise ValueError(f"`base` must be > 0, got {base!r}.")
+    if not (is_number(base) and base > 0):
+        raise ValueError(f"`base` must be a number > 0, got {base!r}.")
     if not is_positive_int(batch_size):
         raise ValueError(f"`batch_size` must be an int > 0, got {batch_size!r}.")
     if rule == "linear":

@@ -106,3 +106,13 @@ def test_plot_writes_png(tmp_path):
     assert len(monitor.history["grad_inf_norm/first"]) == 2
     monitor.plot(tmp_path / "norms.png")
     assert (tmp_path / "norms.png").stat().st_size > 1000
+
+
+def test_plain_keras_model_raises_at_train_begin_naming_what_it_needs():
+    model = keras.Sequential([keras.Input((6,)), keras.layers.Dense(3)])
+    model.compile(optimizer="sgd", loss="mse")
+    monitor = GradientNormMonitor()
+    x, y = np.ones((4, 6), "float32"), np.zeros((4, 3), "float32")
+    with pytest.raises(ValueError, match="GradientNormMonitor needs .*ContrastiveModel.*GradCache"):
+        model.fit(x, y, epochs=1, verbose=0, callbacks=[monitor])
+    assert monitor.history == {}

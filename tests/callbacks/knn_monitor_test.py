@@ -45,3 +45,24 @@ def test_temperature_monitor_records_tau():
     assert monitor.history["temperature"][-1] == pytest.approx(tau, rel=1e-6)
     assert history.history["temperature"][-1] == pytest.approx(tau, rel=1e-6)
     assert monitor.history["temperature"][0] != pytest.approx(0.1, rel=1e-9)  # it learns
+
+
+@pytest.mark.parametrize(
+    "kwargs,match",
+    [
+        ({"k": True}, "`k` must be an int > 0, got True"),
+        ({"k": "5"}, "`k` must be an int > 0"),
+        ({"temperature": True}, "`temperature` must be a number > 0, got True"),
+        ({"temperature": "0.1"}, "`temperature` must be a number > 0"),
+        ({"every_n_epochs": True}, "`every_n_epochs` must be an int > 0"),
+        ({"encoder": "backbone"}, "`encoder` must be"),
+        ({"train_data": (np.ones((4, 2)), np.zeros(3, int))},
+         "the labels of `train_data`: 3 labels for 4 samples"),
+        ({"val_data": [np.ones((4, 2))]}, "`val_data` must be"),
+    ],
+)
+def test_knn_monitor_rejects_bad_arguments_when_built(kwargs, match):
+    data = (np.ones((4, 2)), np.zeros(4, int))
+    arguments = {"train_data": data, "val_data": data, **kwargs}
+    with pytest.raises(ValueError, match=match):
+        KNNMonitor(**arguments)

@@ -55,3 +55,48 @@ def test_rejects_bad_arguments():
         data.two_view_dataset(IMAGES, 64)
     with pytest.raises(ValueError, match="images"):
         data.two_view_dataset(np.zeros((4, 2)), 2)
+
+
+@pytest.mark.parametrize(
+    "kwargs,match",
+    [
+        ({"seed": True}, "`seed` must be an int >= 0, got True"),
+        ({"seed": "3"}, "`seed` must be an int >= 0"),
+        ({"epoch": 1.5}, "`epoch` must be an int >= 0"),
+        ({"num_epochs": 0}, "`num_epochs` must be an int > 0"),
+        ({"shuffle": "yes"}, "`shuffle` must be a bool"),
+        ({"drop_remainder": 1}, "`drop_remainder` must be a bool"),
+        ({"labels": np.zeros(39, int)}, "`labels` has 39 entries for 40 images"),
+        ({"labels": np.array(["a"] * 40)}, "`labels` must be integers"),
+        ({"augment": "simclr"}, "`augment` must be a function"),
+    ],
+)
+def test_two_view_dataset_rejects_bad_arguments_naming_them(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        data.two_view_dataset(IMAGES, 8, **kwargs)
+
+
+@pytest.mark.parametrize(
+    "kwargs,match",
+    [
+        ({"crop_scale": (0.0, 1.0)}, "`crop_scale` must be"),
+        ({"crop_scale": (0.8, 0.2)}, "`crop_scale` must be"),
+        ({"crop_scale": 0.5}, "`crop_scale` must be"),
+        ({"strength": True}, "`strength` must be a number >= 0, got True"),
+        ({"blur_probability": "0.5"}, "`blur_probability` must be a number in \\[0, 1\\]"),
+        ({"jitter_probability": 1.5}, "`jitter_probability` must be a number in \\[0, 1\\]"),
+    ],
+)
+def test_simclr_augment_rejects_bad_arguments_naming_them(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        data.simclr_augment(np.zeros((8, 8, 1), "float32"), tf.constant([1, 2], tf.int64),
+                            **kwargs)
+
+
+def test_image_dataset_and_epoch_permutation_reject_bad_arguments():
+    with pytest.raises(ValueError, match="`labels` has 3 entries for 40 images"):
+        data.image_dataset(IMAGES, np.zeros(3, int))
+    with pytest.raises(ValueError, match="`batch_size` must be an int > 0, got True"):
+        data.image_dataset(IMAGES, np.zeros(40, int), batch_size=True)
+    with pytest.raises(ValueError, match="`seed` must be an int >= 0, got True"):
+        data.epoch_permutation(10, True, 0)

@@ -65,3 +65,14 @@ def test_digits_split():
     (x, y), (xt, yt) = data.load_digits(test_fraction=0.25)
     assert len(x) + len(xt) == 1797 and x.dtype == np.uint8 and x.max() == 255
     assert x.shape[1:] == (8, 8)
+
+
+@pytest.mark.parametrize(
+    "kwargs,match",
+    [({"test_fraction": "0.25"}, "`test_fraction` must be a number in \\(0, 1\\), got '0.25'"),
+     ({"test_fraction": True}, "`test_fraction` must be a number in \\(0, 1\\), got True"),
+     ({"seed": "0"}, "`seed` must be an int, got '0'")],
+)
+def test_digits_rejects_strings_and_booleans(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        data.load_digits(**kwargs)

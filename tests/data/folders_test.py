@@ -3,6 +3,7 @@ downloads): decoded pixels equal what was written, labels follow sorted
 class folders."""
 
 import os
+import re
 
 import numpy as np
 import pytest
@@ -89,3 +90,33 @@ def test_tfds_name_without_prepared_data_does_not_download(tmp_path):
     with pytest.raises(ValueError, match="not prepared .* `download=False`"):
         data.load_tfds("fashion_mnist", data_dir=str(tmp_path))
     assert not any(files for _, _, files in os.walk(tmp_path))
+
+
+def test_image_folder_takes_an_int_as_a_square_size(tmp_path):
+    write_folder(str(tmp_path), sizes=((6, 5), (9, 12)))
+    (x, _), (xt, _) = data.load_image_folder(str(tmp_path), image_size=4)
+    (x_pair, _), _ = data.load_image_folder(str(tmp_path), image_size=(4, 4))
+    assert x.shape == (6, 4, 4, 3) and xt.shape == (4, 4, 4, 3)
+    np.testing.assert_array_equal(x, x_pair)
+
+
+@pytest.mark.parametrize("image_size", [0, -3, True, "64", (4,), (4, 4, 4), (4.0, 4), (4, True)])
+def test_image_folder_rejects_bad_image_sizes_naming_the_argument(image_size, tmp_path):
+    write_folder(str(tmp_path))
+    with pytest.raises(ValueError, match="`image_size` must be an int > 0 or a pair of ints"):
+        data.load_image_folder(str(tmp_path), image_size=image_size)
+
+
+def test_image_folder_rejects_boolean_channels(tmp_path):
+    write_folder(str(tmp_path))
+    with pytest.raises(ValueError, match="`channels` must be 1 or 3, got True"):
+        data.load_image_folder(str(tmp_path), channels=True)
+
+
+def test_corrupt_image_file_error_names_the_file(tmp_path):
+    write_folder(str(tmp_path))
+    bad = os.path.join(str(tmp_path), "train", "dog", "broken.png")
+    with open(bad, "wb") as handle:
+        handle.write(b"\x89PNG\r\n\x1a\n not really a png")
+    with pytest.raises(ValueError, match=re.escape(f"Cannot decode the image file '{bad}': ")):
+        data.load_image_folder(str(tmp_path))

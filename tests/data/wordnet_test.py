@@ -77,3 +77,37 @@ def test_hash_tokens_and_recall():
     keys = np.array([[1.0, 0, 0], [0, 0, 1.0], [0, 1.0, 0.1]])
     recall = data.retrieval_recall(queries, keys, ks=(1, 2))
     assert recall == {1: 1 / 3, 2: 1.0}
+
+
+@pytest.mark.parametrize(
+    "kwargs,match",
+    [
+        ({"vocabulary_size": 0}, "`vocabulary_size` must be an int >= 2 .*got 0"),
+        ({"vocabulary_size": -5}, "`vocabulary_size` must be an int >= 2"),
+        ({"vocabulary_size": 1}, "`vocabulary_size` must be an int >= 2"),
+        ({"vocabulary_size": True}, "`vocabulary_size` must be an int >= 2 .*got True"),
+        ({"vocabulary_size": "100"}, "`vocabulary_size` must be an int >= 2"),
+        ({"sequence_length": 0}, "`sequence_length` must be an int > 0"),
+        ({"texts": "one string"}, "`texts` must be a list of strings"),
+        ({"texts": ["fine", 3]}, "`texts` must hold strings only, got 3"),
+    ],
+)
+def test_hash_tokens_rejects_bad_arguments_naming_them(kwargs, match):
+    arguments = {"texts": ["a dog"], **kwargs}
+    with pytest.raises(ValueError, match=match):
+        data.hash_tokens(**arguments)
+
+
+def test_retrieval_recall_and_pairs_reject_bad_arguments(tmp_path):
+    import numpy as np
+
+    with pytest.raises(ValueError, match="`queries` and `keys` must be 2-D arrays of the same"):
+        data.retrieval_recall(np.eye(3), np.eye(2))
+    with pytest.raises(ValueError, match="`ks` must be ints > 0"):
+        data.retrieval_recall(np.eye(3), np.eye(3), ks=(0,))
+    for pos in ("noun", "verb", "adj", "adv"):
+        (tmp_path / f"data.{pos}").write_text(NOUN)
+    with pytest.raises(ValueError, match="`held_out` must be a number in \\[0, 1\\), got '0.1'"):
+        data.load_wordnet_pairs(str(tmp_path), held_out="0.1")
+    with pytest.raises(ValueError, match="`max_pairs` must be an int > 0 or None, got True"):
+        data.load_wordnet_pairs(str(tmp_path), max_pairs=True)

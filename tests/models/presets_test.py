@@ -6,6 +6,7 @@ import pytest
 
 from keras_contrast import layers
 from keras_contrast.models import DualEncoder
+from keras_contrast.models import MoCo
 from keras_contrast.models import MoCoV3
 from keras_contrast.models import SimCLR
 from keras_contrast.models import from_preset
@@ -33,6 +34,11 @@ def test_every_preset_builds_small(name):
         model = from_preset(name, width=4, input_shape=(16, 16, 1), projection_dims=(8, 4))
         x = np.zeros((2, 2, 16, 16, 1), "float32")
         assert model(x).shape == (2, 2, 4)
+    elif name.startswith("moco_"):
+        model = from_preset(name, width=4, input_shape=(16, 16, 1), projection_dims=(8, 4),
+                            queue_size=8)
+        assert isinstance(model, MoCo) and model.backbone.norm == "batch"
+        assert model(np.zeros((2, 2, 16, 16, 1), "float32")).shape == (2, 2, 4)
     elif name.startswith("mocov3"):
         model = from_preset(name, image_size=16, patch_size=8, num_channels=1, depth=1,
                             projection_dims=(8, 8, 4), prediction_dims=(8, 4))
@@ -52,3 +58,32 @@ def test_errors():
         from_preset("simclr_resnet1000")
     with pytest.raises(ValueError, match="does not take"):
         from_preset("simclr_resnet_tiny", prediction_dims=(8, 4))
+
+
+@pytest.mark.parametrize(
+    "overrides,match",
+    [
+        ({"vocabulary_size": 0}, "`vocabulary_size` must be an int >= 2 .*got 0"),
+        ({"vocabulary_size": -1}, "`vocabulary_size` must be an int >= 2"),
+        ({"vocabulary_size": True}, "`vocabulary_size` must be an int >= 2"),
+        ({"vocabulary_size": "32768"}, "`vocabulary_size` must be an int >= 2"),
+        ({"sequence_length": 0}, "`sequence_length` must be an int > 0"),
+        ({"width": 2.5}, "`width` must be an int > 0"),
+    ],
+)
+def test_text_towers_reject_bad_sizes_naming_them(overrides, match):
+    with pytest.raises(ValueError, match=match):
+        from_preset("dual_encoder_small", **overrides)
+
+
+def test_moco_presets_follow_moco_v2():
+    from keras_contrast.models.presets import PRESETS
+
+    # MoCo v2 (Chen et al., 2020): ResNet-50 with per-replica BN, MLP head
+    # 2048-128 without BN, K = 65536, m = 0.999 (configuration only: building
+    # a ResNet-50 and its momentum copy takes ~20 s here).
+    preset = PRESETS["moco_resnet50"]
+    assert preset["model"] is MoCo and preset["backbone_args"]["norm"] == "batch"
+    assert preset["backbone_args"]["depth"] == 50
+    assert preset["model_args"] == dict(projection_dims=(2048, 128), queue_size=65536,
+                                        momentum=0.999)

@@ -89,3 +89,46 @@ def test_config_round_trip_and_errors():
                           ({"weight_decay": -1.0}, "weight_decay")):
         with pytest.raises(ValueError, match=match):
             LARS(**kwargs)
+
+
+@pytest.mark.parametrize(
+    "kwargs,match",
+    [
+        ({"momentum": "0.9"}, "`momentum` must be a number in \\[0, 1\\), got '0.9'"),
+        ({"momentum": False}, "`momentum` must be a number"),
+        ({"weight_decay": True}, "`weight_decay` must be a number >= 0, got True"),
+        ({"weight_decay": "1e-6"}, "`weight_decay` must be a number >= 0"),
+        ({"eta": True}, "`eta` must be a number > 0, got True"),
+        ({"eta": float("nan")}, "`eta` must be a number > 0"),
+        ({"learning_rate": True}, "`learning_rate` must be a number >= 0"),
+        ({"learning_rate": "0.1"}, "`learning_rate` must be a number >= 0"),
+        ({"learning_rate": -0.1}, "`learning_rate` must be a number >= 0"),
+        ({"nesterov": "no"}, "`nesterov` must be a bool, got 'no'"),
+        ({"exclude_bias_and_norm": 0}, "`exclude_bias_and_norm` must be a bool, got 0"),
+    ],
+)
+def test_rejects_booleans_and_strings_where_numbers_or_flags_belong(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        LARS(**kwargs)
+
+
+def test_is_bias_or_norm_selects_rank_at_most_one():
+    from keras_contrast.optimizers import is_bias_or_norm
+
+    dense = keras.layers.Dense(3)
+    dense.build((None, 4))
+    norm = keras.layers.BatchNormalization()
+    norm.build((None, 4))
+    embedding = keras.layers.Embedding(5, 3)
+    embedding.build((None,))
+    conv = keras.layers.Conv2D(2, 3)
+    conv.build((None, 8, 8, 1))
+    chosen = {v.path: is_bias_or_norm(v) for layer in (dense, norm, embedding, conv)
+              for v in layer.trainable_variables}
+    assert chosen == {
+        f"{dense.name}/kernel": False, f"{dense.name}/bias": True,
+        f"{norm.name}/gamma": True, f"{norm.name}/beta": True,
+        f"{embedding.name}/embeddings": False,
+        f"{conv.name}/kernel": False, f"{conv.name}/bias": True,
+    }
+    assert is_bias_or_norm(layers.LearnableTemperature().log_scale)

@@ -30,3 +30,31 @@ def test_scaling_rules_and_errors():
             scaled_learning_rate(*args)
     with pytest.raises(ValueError, match="total_steps"):
         WarmupCosineDecay(1.0, 10, 10)
+
+
+@pytest.mark.parametrize(
+    "args,kwargs,match",
+    [
+        ((True, 0, 10), {}, "`peak` must be a number > 0, got True"),
+        (("1.0", 0, 10), {}, "`peak` must be a number > 0"),
+        ((1.0, 0, True), {}, "`total_steps` must be an int"),
+        ((1.0, 0, 10.0), {}, "`total_steps` must be an int"),
+        ((1.0, False, 10), {}, "`warmup_steps` must be an int >= 0"),
+        ((1.0, 0, 10), {"start": "0"}, "`start` must be a number >= 0"),
+        ((1.0, 0, 10), {"end": True}, "`end` must be a number >= 0, got True"),
+        ((1.0, 0, 10), {"end": None}, "`end` must be a number >= 0, got None"),
+    ],
+)
+def test_schedule_rejects_booleans_and_strings(args, kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        WarmupCosineDecay(*args, **kwargs)
+
+
+@pytest.mark.parametrize(
+    "args,match",
+    [((True, 256), "`base` must be a number > 0, got True"), (("0.3", 256), "`base`"),
+     ((0.3, True), "`batch_size` must be an int > 0, got True"), ((0.3, 256.0), "`batch_size`")],
+)
+def test_scaled_learning_rate_rejects_booleans_and_strings(args, match):
+    with pytest.raises(ValueError, match=match):
+        scaled_learning_rate(*args)
