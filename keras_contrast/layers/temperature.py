@@ -1,11 +1,35 @@
 """A learnable softmax temperature stored on a log scale (CLIP)."""
 
 import math
+import numbers
 
 import keras
+import numpy as np
 from keras import ops
 
 from keras_contrast.api_export import keras_contrast_export
+
+
+def _check_number(name, value, positive=False):
+    """Raises unless `value` is a real Python or NumPy number (not a bool,
+    not NaN; finite and > 0 if `positive`); returns it as a float."""
+    expected = "a finite number > 0" if positive else "a number"
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real):
+        raise TypeError(f"`{name}` must be {expected}, got {value!r}.")
+    if math.isnan(value) or (positive and (math.isinf(value) or value <= 0)):
+        raise ValueError(f"`{name}` must be {expected}, got {value!r}.")
+    return float(value)
+
+
+def _constant(value):
+    def initializer(shape, dtype=None):
+        return ops.full(shape, np.asarray(value, dtype=dtype or "float32"), dtype=dtype)
+
+    return initializer
+
+
+def _plain(value):
+    return value if isinstance(value, (int, float)) else float(value)
 
 
 @keras_contrast_export("keras_contrast.layers.ClipValue")
@@ -22,12 +46,14 @@ class ClipValue(keras.constraints.Constraint):
     """
 
     def __init__(self, min_value, max_value):
+        min_value = _check_number("min_value", min_value)
+        max_value = _check_number("max_value", max_value)
         if not min_value <= max_value:
             raise ValueError(
                 f"`min_value` ({min_value}) must be <= `max_value` ({max_value})."
             )
-        self.min_value = float(min_value)
-        self.max_value = float(max_value)
+        self.min_value = min_value
+        self.max_value = max_value
 
     def __call__(self, w):
         return ops.clip(w, self.min_value, self.max_value)
@@ -46,8 +72,11 @@ class LearnableTemperature(keras.layers.Layer):
     no input to get τ and pass it to a loss's `temperature=`. Exclude the
     weight from weight decay with `exclude_from_weight_decay(optimizer)`.
 
+    The weight has the layer's variable dtype: float32, or float64 under
+    `keras.config.set_floatx("float64")`.
+
     Args:
-        initial_temperature: float > 0.
+        initial_temperature: float > 0, with 1/τ in `[min_scale, max_scale]`.
         min_scale: float > 0, smallest 1/τ.
         max_scale: float >= min_scale, largest 1/τ.
 
@@ -66,26 +95,28 @@ class LearnableTemperature(keras.layers.Layer):
             ("min_scale", min_scale),
             ("max_scale", max_scale),
         ):
-            if not (isinstance(value, (int, float)) and math.isfinite(value)) or (
-                value <= 0
-            ):
-                raise ValueError(f"`{name}` must be a number > 0, got {value!r}.")
+            _check_number(name, value, positive=True)
+        if not min_scale <= max_scale:
+            raise ValueError(
+                f"`min_scale` ({min_scale}) must be <= `max_scale` ({max_scale})."
+            )
         if not min_scale <= 1.0 / initial_temperature <= max_scale:
             raise ValueError(
                 f"1 / `initial_temperature` = {1.0 / initial_temperature} must "
                 f"lie in [`min_scale`, `max_scale`] = [{min_scale}, {max_scale}]."
             )
-        self.initial_temperature = initial_temperature
-        self.min_scale = min_scale
-        self.max_scale = max_scale
+        # Python numbers in the config (NumPy scalars are not JSON).
+        self.initial_temperature = _plain(initial_temperature)
+        self.min_scale = _plain(min_scale)
+        self.max_scale = _plain(max_scale)
         self.log_scale = self.add_weight(
             name="log_scale",
             shape=(),
-            initializer=keras.initializers.Constant(
-                math.log(1.0 / initial_temperature)
-            ),
+            # Built in the variable's dtype: keras' Constant rounds through
+            # float32 first, which a float64 weight would keep.
+            initializer=_constant(math.log(1.0 / initial_temperature)),
             constraint=ClipValue(math.log(min_scale), math.log(max_scale)),
-            dtype="float32",
+            dtype=self.variable_dtype,
         )
         self.built = True
 

@@ -14,7 +14,8 @@ def clip_loss(y_true, y_pred, temperature=0.07, gather=True, normalize=True, til
     scored against the global (gathered) columns of the other tower, and
     the target of row i is its own pair. With ids in `y_true` (e.g. a word
     that appears twice in a batch), all pairs of the same id are positives,
-    so duplicates are not treated as negatives.
+    so duplicates are not treated as negatives. As in InfoNCE the positives
+    stay in the denominator, so a batch of one id keeps a finite loss.
 
     Args:
         y_true: None, or integer pair/class ids `(batch,)`.
@@ -23,10 +24,11 @@ def clip_loss(y_true, y_pred, temperature=0.07, gather=True, normalize=True, til
             value is passed here).
         gather: bool.
         normalize: bool.
-
         tile_size: None or int >= 1, columns per tile of the tiled path.
+
     Returns:
-        `(batch,)` float32.
+        `(batch,)` float32 (float64 for float64 embeddings or under
+        `floatx() == "float64"`).
     """
     return two_view_loss(
         y_true, y_pred, temperature, "cross", gather, normalize, "CLIPLoss",

@@ -1,8 +1,10 @@
 """Shared machinery of the contrastive losses: checks, gather, masked softmax."""
 
 import math
+import numbers
 
 import keras
+import numpy as np
 import tensorflow as tf
 
 from keras_contrast import distribute
@@ -14,24 +16,80 @@ NEGATIVES = ("all", "cross")
 _REDUCTIONS_MEAN = ("sum_over_batch_size", "mean", "mean_with_sample_weight")
 
 
-def check_positive(name, value):
-    """Raises a ValueError unless a Python number `value` is finite and > 0."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        return  # Tensors are checked at run time.
-    if not math.isfinite(value) or value <= 0:
-        raise ValueError(f"`{name}` must be a finite number > 0, got {value}.")
+def _is_number(value):
+    """A real Python or NumPy number; bools are not numbers here."""
+    return isinstance(value, numbers.Real) and not isinstance(value, (bool, np.bool_))
+
+
+def _is_tensor(value):
+    return tf.is_tensor(value) or isinstance(value, (np.ndarray, keras.Variable))
+
+
+def check_positive(name, value, allow_tensor=True):
+    """Static checks of a hyperparameter that must be > 0 (`temperature`,
+    `sigma`).
+
+    A Python or NumPy number must be finite and > 0. With `allow_tensor`,
+    a scalar integer or float tensor is accepted too; its value is checked
+    here when it is known at trace time (an eager tensor, a constant) and
+    by `positive_tensor` at run time otherwise. Booleans, strings and None
+    are rejected (`True` is not the temperature 1).
+
+    Raises:
+        TypeError: `value` is not a number (or not a numeric scalar tensor).
+        ValueError: `value` is not finite and > 0, or a tensor not scalar.
+    """
+    expected = "a finite number > 0" + (" or a scalar float tensor" if allow_tensor else "")
+    if _is_number(value):
+        if not math.isfinite(value) or value <= 0:
+            raise ValueError(f"`{name}` must be {expected}, got {value!r}.")
+        return
+    if not (allow_tensor and _is_tensor(value)):
+        raise TypeError(f"`{name}` must be {expected}, got {value!r}.")
+    dtype = tf.as_dtype(value.dtype)
+    if not (dtype.is_floating or dtype.is_integer) or dtype.is_complex:
+        raise TypeError(f"`{name}` must be {expected}, got a tensor of dtype {dtype.name}.")
+    shape = tf.TensorShape(value.shape)
+    if shape.rank:
+        raise ValueError(f"`{name}` must be a scalar, got a tensor of shape {tuple(shape)}.")
+    if isinstance(value, (tf.Variable, keras.Variable)):
+        return  # Its value may change: checked at run time.
+    static = tf.get_static_value(value)
+    if static is not None and not (np.isfinite(static) and static > 0):
+        raise ValueError(f"`{name}` must be {expected}, got a tensor holding {static}.")
+
+
+def check_bool(name, value):
+    """Raises a TypeError unless `value` is True or False (so that the
+    string "False" is not taken as True)."""
+    if not isinstance(value, (bool, np.bool_)):
+        raise TypeError(f"`{name}` must be True or False, got {value!r}.")
+    return bool(value)
 
 
 def check_negatives(negatives):
-    if negatives not in NEGATIVES:
+    if not isinstance(negatives, str) or negatives not in NEGATIVES:
         raise ValueError(
             f"`negatives` must be one of {NEGATIVES}, got {negatives!r}."
         )
 
 
+def compute_dtype(y_pred):
+    """float64 for float64 embeddings or under `floatx() == "float64"`, else
+    float32 (the softmax precision under mixed-precision policies)."""
+    if y_pred.dtype == tf.float64 or keras.config.floatx() == "float64":
+        return tf.float64
+    return tf.float32
+
+
 def check_embeddings(y_pred, num_views, loss_name, gather=True):
-    """Static checks of the `(batch, views, dim)` layout."""
+    """Static checks of the `(batch, views, dim)` layout and dtype."""
     shape = y_pred.shape
+    if not (y_pred.dtype.is_floating or y_pred.dtype.is_integer) or y_pred.dtype.is_complex:
+        raise TypeError(
+            f"{loss_name}: `y_pred` must hold float embeddings, got dtype "
+            f"{y_pred.dtype.name}."
+        )
     if shape.rank != 3:
         raise ValueError(
             f"{loss_name}: `y_pred` must have rank 3 (batch, views, dim), got "
@@ -42,9 +100,17 @@ def check_embeddings(y_pred, num_views, loss_name, gather=True):
             f"{loss_name}: `y_pred` must hold {num_views} views on axis 1 "
             f"(batch, {num_views}, dim), got shape {tuple(shape)}."
         )
-    if shape[0] == 1 and (not gather or distribute.num_replicas() == 1):
+    if shape[2] == 0:
         raise ValueError(
-            f"{loss_name}: a batch of one sample has no negatives; `y_pred` "
+            f"{loss_name}: `y_pred` has embedding dimension 0 (shape "
+            f"{tuple(shape)}); the embeddings need at least one dimension."
+        )
+    if shape[0] is not None and shape[0] < 2 and (not gather or distribute.num_replicas() == 1):
+        # Under a strategy with the gather, one replica may hold 0 or 1 of
+        # the global batch's samples (the last batch of an epoch).
+        what = "a batch of one sample" if shape[0] == 1 else "an empty batch"
+        raise ValueError(
+            f"{loss_name}: {what} has no negatives; `y_pred` "
             f"has shape {tuple(shape)}. Use a batch of at least 2 samples."
         )
 
@@ -53,7 +119,19 @@ def check_labels(y_true, y_pred, loss_name):
     """Returns class ids as int32 `(batch,)`, or None when `y_true` is None."""
     if y_true is None:
         return None
-    y_true = tf.convert_to_tensor(y_true)
+    try:
+        y_true = tf.convert_to_tensor(y_true)
+    except (TypeError, ValueError) as error:
+        raise TypeError(
+            f"{loss_name}: `y_true` must be None or integer class ids of shape "
+            f"(batch,), got {y_true!r}."
+        ) from error
+    dtype = y_true.dtype
+    if not (dtype.is_integer or dtype.is_floating or dtype.is_bool) or dtype.is_complex:
+        raise TypeError(
+            f"{loss_name}: `y_true` must be None or integer class ids of shape "
+            f"(batch,), got a tensor of dtype {dtype.name}."
+        )
     if y_true.shape.rank == 2 and y_true.shape[1] == 1:
         y_true = tf.squeeze(y_true, axis=1)
     if y_true.shape.rank is not None and y_true.shape.rank != 1:
@@ -72,39 +150,52 @@ def check_labels(y_true, y_pred, loss_name):
     return tf.cast(y_true, tf.int32)
 
 
-def prepare_embeddings(y_pred, normalize, loss_name):
-    """Casts to float32 (softmax precision under mixed policies), checks for
-    non-finite values, and L2-normalises the last axis if asked."""
-    z = tf.cast(tf.convert_to_tensor(y_pred), tf.float32)
+def prepare_embeddings(y_pred, normalize, loss_name, dtype=tf.float32):
+    """Casts to `dtype` (float32: softmax precision under mixed policies),
+    checks for non-finite values, and L2-normalises the last axis if asked."""
+    z = tf.cast(tf.convert_to_tensor(y_pred), dtype)
     z = tf.debugging.assert_all_finite(
         z, f"{loss_name}: `y_pred` contains NaN or Inf embeddings."
     )
     if normalize:
         squared_norm = tf.reduce_sum(tf.square(z), axis=-1, keepdims=True)
-        z = z * tf.math.rsqrt(tf.maximum(squared_norm, 1e-12))
+        z = z * tf.math.rsqrt(tf.maximum(squared_norm, tf.constant(1e-12, dtype)))
     return z
 
 
-def temperature_tensor(temperature, loss_name):
-    """Temperature as a scalar float32 tensor, asserted > 0 at run time."""
-    temperature = tf.cast(temperature, tf.float32)
-    if temperature.shape.rank:
-        raise ValueError(
-            f"{loss_name}: `temperature` must be a scalar, got shape "
-            f"{tuple(temperature.shape)}."
-        )
-    check = tf.debugging.assert_positive(
-        temperature, message=f"{loss_name}: `temperature` must be > 0."
+def positive_tensor(value, name, loss_name, dtype=tf.float32):
+    """A hyperparameter (`temperature`, `sigma`) as a scalar tensor of
+    `dtype`, checked statically by `check_positive` and, when its value is
+    only known at run time, by an assert (which XLA drops)."""
+    check_positive(name, value)
+    static = _is_number(value) or (
+        not isinstance(value, (tf.Variable, keras.Variable))
+        and tf.get_static_value(value) is not None
+    )
+    # A Python float goes straight to `dtype` (tf.cast would round it to
+    # float32 first).
+    value = tf.constant(value, dtype) if _is_number(value) else tf.cast(value, dtype)
+    if static:
+        return value
+    check = tf.debugging.Assert(
+        tf.logical_and(value > 0, tf.math.is_finite(value)),
+        [f"{loss_name}: `{name}` must be finite and > 0, got", value],
     )
     with tf.control_dependencies([check]):
-        return tf.identity(temperature)
+        return tf.identity(value)
+
+
+def temperature_tensor(temperature, loss_name, dtype=tf.float32):
+    """Temperature as a scalar tensor of `dtype` (see `positive_tensor`)."""
+    return positive_tensor(temperature, "temperature", loss_name, dtype)
 
 
 class GlobalBatch:
     """The global (gathered) view of this replica's local embeddings.
 
     Attributes:
-        local: list of `(b, dim)` float32 tensors, one per view, this replica.
+        local: list of `(b, dim)` float tensors (the loss's compute dtype),
+            one per view, this replica.
         views: list of `(N, dim)` tensors, every replica's rows (with
             gradients), identical to `local` outside a strategy.
         offset: int32 scalar, first global row of this replica.
@@ -136,7 +227,8 @@ class GlobalBatch:
         if labels is not None:
             self.labels = distribute.all_gather(labels) if gather else labels
         # Asserts are stateful ops: tf.function runs them without explicit
-        # control dependencies.
+        # control dependencies. Under XLA, which drops it, a global batch of
+        # one sample gives the losses' documented no-negatives value.
         tf.debugging.assert_greater_equal(
             self.size,
             2,
@@ -158,6 +250,7 @@ def masked_contrast(
     positive_mask,
     self_mask=None,
     drop_positives_from_denominator=False,
+    has_negatives=None,
 ):
     """Per-anchor contrastive loss with class-id positives (masks).
 
@@ -169,22 +262,28 @@ def masked_contrast(
     positives as well (DCL). Masked logits are -inf in a stable log-sum-exp.
 
     Args:
-        anchors: `(b, dim)` float32.
-        candidates: `(M, dim)` float32.
-        temperature: scalar float32 tensor.
+        anchors: `(b, dim)` float.
+        candidates: `(M, dim)`, same dtype.
+        temperature: scalar tensor, same dtype.
         positive_mask: bool `(b, M)`.
         self_mask: bool `(b, M)` or None, the anchor's own column.
         drop_positives_from_denominator: bool, DCL.
+        has_negatives: None or a bool scalar tensor; when False, the
+            positives stay in the denominator so that it is not empty (the
+            caller replaces the result: its gradient stays finite).
 
     Returns:
-        `(b,)` float32 per-anchor losses.
+        `(b,)` per-anchor losses.
     """
     logits = tf.matmul(anchors, candidates, transpose_b=True) / temperature
     excluded = tf.zeros_like(positive_mask)
     if self_mask is not None:
         excluded = tf.logical_or(excluded, self_mask)
     if drop_positives_from_denominator:
-        excluded = tf.logical_or(excluded, positive_mask)
+        dropped = positive_mask
+        if has_negatives is not None:
+            dropped = tf.logical_and(dropped, has_negatives)
+        excluded = tf.logical_or(excluded, dropped)
     log_denominator = tf.reduce_logsumexp(
         tf.where(excluded, tf.constant(-math.inf, logits.dtype), logits), axis=1
     )
@@ -221,10 +320,10 @@ def pair_contrast(
     no `(b, M)` masks are built.
 
     Args:
-        anchors: `(b, dim)` float32.
-        positives: `(b, dim)` float32, each anchor's positive.
-        candidates: `(M, dim)` float32, the columns scored.
-        temperature: scalar float32 tensor.
+        anchors: `(b, dim)` float.
+        positives: `(b, dim)`, each anchor's positive.
+        candidates: `(M, dim)`, the columns scored.
+        temperature: scalar tensor, same dtype.
         excluded_columns: list of int32 `(b,)` tensors, the columns of each
             row left out of the negatives (its positive, itself).
         decoupled: bool, DCL's denominator.
@@ -237,7 +336,7 @@ def pair_contrast(
             stop-gradient (the tiled path then skips their gradient).
 
     Returns:
-        `(b,)` float32.
+        `(b,)`, -inf (DCL) or 0 (InfoNCE) for an anchor without negatives.
     """
     if tile_size is not None:
         log_negatives = tiled_logsumexp(anchors, candidates, temperature, excluded_columns,
@@ -247,7 +346,7 @@ def pair_contrast(
             logits = tf.matmul(anchors, candidates, transpose_b=True) / temperature
         rows = tf.range(tf.shape(anchors)[0])
         indices = tf.concat([tf.stack([rows, c], axis=1) for c in excluded_columns], 0)
-        minus_infinity = tf.fill(tf.shape(indices)[:1], tf.constant(-math.inf))
+        minus_infinity = tf.fill(tf.shape(indices)[:1], tf.constant(-math.inf, logits.dtype))
         negative_logits = tf.tensor_scatter_nd_update(logits, indices, minus_infinity)
         log_negatives = tf.reduce_logsumexp(negative_logits, axis=1)
     positive_logit = tf.reduce_sum(anchors * positives, axis=1) / temperature
@@ -329,7 +428,51 @@ def tiled_class_contrast(batch, anchor_view, negatives, temperature, decoupled, 
     return log_denominator - positive_logit
 
 
-def reduce_contrastive(values, sample_weight, reduction):
+def check_sample_weight(sample_weight, values, loss_name):
+    """`sample_weight` as a tensor of `values`' dtype: a scalar, or one
+    weight per sample (`(batch,)` or `(batch, 1)`). A length that differs
+    from the batch is a ValueError when both are static, a run-time assert
+    (dropped by XLA) otherwise."""
+    try:
+        weight = tf.convert_to_tensor(sample_weight)
+    except (TypeError, ValueError) as error:
+        raise TypeError(
+            f"{loss_name}: `sample_weight` must be None, a number or a float tensor of "
+            f"shape (batch,), got {sample_weight!r}."
+        ) from error
+    dtype = weight.dtype
+    if not (dtype.is_floating or dtype.is_integer or dtype.is_bool) or dtype.is_complex:
+        raise TypeError(
+            f"{loss_name}: `sample_weight` must be None, a number or a float tensor of "
+            f"shape (batch,), got a tensor of dtype {dtype.name}."
+        )
+    if weight.shape.rank == 2 and weight.shape[1] == 1:
+        weight = tf.squeeze(weight, axis=1)
+    if weight.shape.rank is not None and weight.shape.rank > 1:
+        raise ValueError(
+            f"{loss_name}: `sample_weight` must be a scalar or hold one weight per "
+            f"sample, shape (batch,), got shape {tuple(weight.shape)}."
+        )
+    weight = tf.cast(weight, values.dtype)
+    if weight.shape.rank == 0:
+        return tf.broadcast_to(weight, tf.shape(values))
+    batch, length = values.shape[0], weight.shape[0]
+    if batch is not None and length is not None:
+        if batch != length:
+            raise ValueError(
+                f"{loss_name}: `sample_weight` holds {length} weights but the batch "
+                f"holds {batch} samples."
+            )
+        return weight
+    check = tf.debugging.assert_equal(
+        tf.shape(weight)[0], tf.shape(values)[0],
+        message=f"{loss_name}: `sample_weight` must hold one weight per sample.",
+    )
+    with tf.control_dependencies([check]):
+        return tf.identity(weight)
+
+
+def reduce_contrastive(values, sample_weight, reduction, loss_name="loss"):
     """Reduces per-sample losses so that the strategy's sum is exact.
 
     Keras divides each replica's mean by the number of replicas R and sums
@@ -339,8 +482,7 @@ def reduce_contrastive(values, sample_weight, reduction):
     split, including the uneven last batch of an epoch.
     """
     if sample_weight is not None:
-        sample_weight = tf.cast(sample_weight, values.dtype)
-        sample_weight = tf.reshape(sample_weight, [-1])
+        sample_weight = check_sample_weight(sample_weight, values, loss_name)
         values = values * sample_weight
     if reduction is None or reduction == "none":
         return values
@@ -369,6 +511,23 @@ class ContrastiveLoss(keras.losses.Loss):
     **fn_kwargs)` and the function's own arguments; each argument becomes an
     attribute and a `get_config` entry.
 
+    Argument checks: Python numbers and static shapes are checked when the
+    loss is built or traced (a TypeError or ValueError naming the
+    argument): `temperature` and `sigma` (numbers > 0, not booleans or
+    strings), the flags (True or False), `y_pred` (float, rank 3, the
+    views, a dimension > 0, at least 2 samples outside a strategy),
+    `y_true` (numeric class ids, one per sample), `sample_weight` (a scalar
+    or one weight per sample). What stays a run-time `tf.debugging` assert,
+    which XLA drops:
+        - a `temperature` or `sigma` tensor whose value is unknown when
+          tracing (a variable, a learnable temperature) must be finite
+          and > 0;
+        - the global batch must hold at least 2 samples when its size is
+          dynamic or gathered across replicas (without the assert, DCL and
+          DCLW give 0, the others their finite value);
+        - the embeddings must be finite;
+        - a `sample_weight` of dynamic length must match the batch.
+
     Args:
         fn: the per-sample loss function.
         temperature: float > 0.
@@ -378,7 +537,10 @@ class ContrastiveLoss(keras.losses.Loss):
             global number of samples, so they stay exact when replicas
             hold different numbers of samples.
         name: str.
-        dtype: dtype of the returned loss (computation is float32).
+        dtype: dtype of the returned loss. The loss is computed in float32
+            (float16 and bfloat16 embeddings are cast up), or in float64
+            for float64 embeddings or under `keras.config.floatx() ==
+            "float64"`.
         **fn_kwargs: further arguments of `fn`.
     """
 
@@ -394,12 +556,15 @@ class ContrastiveLoss(keras.losses.Loss):
         **fn_kwargs,
     ):
         super().__init__(name=name, reduction=reduction, dtype=dtype)
-        check_positive("temperature", temperature)
+        # A configured temperature is a number (it is saved in the config);
+        # a tensor temperature is passed at call time.
+        check_positive("temperature", temperature, allow_tensor=False)
         check_tile_size(fn_kwargs.get("tile_size"))
         self.fn = fn
-        self.temperature = temperature
-        self.gather = bool(gather)
-        self.normalize = bool(normalize)
+        self.temperature = temperature if isinstance(temperature, (int, float)) else float(
+            temperature)
+        self.gather = check_bool("gather", gather)
+        self.normalize = check_bool("normalize", normalize)
         self._fn_kwargs = fn_kwargs
         for key, value in fn_kwargs.items():
             setattr(self, key, value)
@@ -410,13 +575,15 @@ class ContrastiveLoss(keras.losses.Loss):
         Unlike `keras.losses.Loss.__call__`, accepts `y_true=None` (what
         `model.fit(x)` without labels passes) and an optional `temperature`
         tensor that overrides the configured one (a learnable temperature
-        fed by a model's `compute_loss`).
+        fed by a model's `compute_loss`); `temperature=None` uses the
+        configured one.
         """
         with tf.name_scope(self.name):
             if temperature is None:
                 temperature = self.temperature
             values = self.contrast(y_true, y_pred, temperature)
-            values = reduce_contrastive(values, sample_weight, self.reduction)
+            values = reduce_contrastive(values, sample_weight, self.reduction,
+                                        type(self).__name__)
             return tf.cast(values, self.dtype)
 
     def call(self, y_true, y_pred):
@@ -465,18 +632,35 @@ def two_view_loss(
     denominator (`decoupled`), the positive's weight and the defaults.
     `tile_size` switches to the tiled log-sum-exp (module `tiled`).
 
+    No negatives: DCL's denominator holds only negatives, so it is empty
+    when the global batch holds one class (class ids in `y_true`) or one
+    sample (a dynamic batch; the static case is rejected). Then every
+    anchor's loss is 0, with a zero gradient. (It is all or nothing: with
+    two classes in the global batch, every anchor has a negative.) InfoNCE
+    keeps the positives in its denominator and stays defined.
+
     Returns:
-        `(batch,)` float32.
+        `(batch,)` float32 (float64, see `compute_dtype`).
     """
     check_positive("temperature", temperature)
     check_negatives(negatives)
     check_tile_size(tile_size)
+    check_bool("gather", gather)
+    check_bool("normalize", normalize)
     y_pred = tf.convert_to_tensor(y_pred)
     check_embeddings(y_pred, 2, loss_name, gather)
     labels = check_labels(y_true, y_pred, loss_name) if use_labels else None
-    z = prepare_embeddings(y_pred, normalize, loss_name)
-    tau = temperature_tensor(temperature, loss_name)
+    dtype = compute_dtype(y_pred)
+    z = prepare_embeddings(y_pred, normalize, loss_name, dtype)
+    tau = temperature_tensor(temperature, loss_name, dtype)
     batch = GlobalBatch(z, labels, gather, loss_name)
+    has_negatives = None
+    if decoupled:
+        if labels is not None:
+            # Every anchor has a negative iff the global batch holds 2 classes.
+            has_negatives = tf.reduce_min(batch.labels) < tf.reduce_max(batch.labels)
+        else:
+            has_negatives = batch.size >= 2
     positive_weight = positive_weight_fn(batch) if positive_weight_fn else None
     cross_logits = None
     gathered = any(g is not l for g, l in zip(batch.views, batch.local))
@@ -500,6 +684,7 @@ def two_view_loss(
                     positive_mask,
                     self_mask,
                     drop_positives_from_denominator=decoupled,
+                    has_negatives=has_negatives,
                 )
             )
             continue
@@ -517,4 +702,9 @@ def two_view_loss(
                 tile_size=tile_size,
             )
         )
-    return (anchor_losses[0] + anchor_losses[1]) / 2.0
+    values = (anchor_losses[0] + anchor_losses[1]) / 2.0
+    if has_negatives is not None:
+        # -inf (an empty log-sum-exp) becomes 0; the tiled and masked paths
+        # give that branch a zero, finite gradient.
+        values = tf.where(has_negatives, values, tf.zeros_like(values))
+    return values

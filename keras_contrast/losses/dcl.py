@@ -4,8 +4,10 @@ import tensorflow as tf
 
 from keras_contrast.api_export import keras_contrast_export
 from keras_contrast.losses.contrastive_loss import ContrastiveLoss
+from keras_contrast.losses.contrastive_loss import check_bool
 from keras_contrast.losses.contrastive_loss import check_negatives
 from keras_contrast.losses.contrastive_loss import check_positive
+from keras_contrast.losses.contrastive_loss import positive_tensor
 from keras_contrast.losses.contrastive_loss import two_view_loss
 
 
@@ -22,6 +24,13 @@ def dcl(
     same-class embedding is a positive and all of them leave the
     denominator.
 
+    An anchor without negatives has an empty denominator (log 0 = -inf).
+    That happens only when the global batch holds a single class (class ids
+    in `y_true`) or a single sample (a dynamic batch of one; a static one is
+    rejected), and then for every anchor at once: its loss is defined as 0,
+    with a zero gradient, so such a batch leaves the weights unchanged
+    instead of making the loss -inf.
+
     Args:
         y_true: None, or integer class ids `(batch,)`.
         y_pred: `(batch, 2, dim)`.
@@ -32,7 +41,8 @@ def dcl(
         tile_size: None or int >= 1, columns per tile of the tiled path.
 
     Returns:
-        `(batch,)` float32: mean of each sample's two anchor losses.
+        `(batch,)` float32 (float64 for float64 embeddings or under
+        `floatx() == "float64"`): mean of each sample's two anchor losses.
     """
     return two_view_loss(
         y_true,
@@ -53,13 +63,17 @@ def von_mises_fisher_weight(sigma=0.5, weight_stop_gradient=False):
         w_i = 2 - N · softmax_j(<z_j^(1), z_j^(2)> / σ)_i,   E[w] = 1.
 
     Returns a function of a `GlobalBatch` giving the local samples' `(b,)`
-    weights; the softmax runs over the gathered global batch.
+    weights; the softmax runs over the gathered global batch. `sigma` is a
+    number or a scalar tensor > 0.
     """
+    check_positive("sigma", sigma)
+    weight_stop_gradient = check_bool("weight_stop_gradient", weight_stop_gradient)
 
     def weight(batch):
         similarity = tf.reduce_sum(batch.views[0] * batch.views[1], axis=1)
         size = tf.cast(batch.size, similarity.dtype)
-        weights = 2.0 - size * tf.nn.softmax(similarity / sigma)
+        scale = positive_tensor(sigma, "sigma", "DCLW", similarity.dtype)
+        weights = 2.0 - size * tf.nn.softmax(similarity / scale)
         weights = tf.gather(weights, batch.rows())
         return tf.stop_gradient(weights) if weight_stop_gradient else weights
 
@@ -82,13 +96,14 @@ def dclw(
         L_i = -w_i <z_i^(1), z_i^(2)>/τ + log Σ_{l∈{1,2}, j≠i} exp(<z_i^(1), z_j^(l)>/τ)
 
     with the von Mises-Fisher weight `w_i = 2 - N·softmax_j(s_jj/σ)_i` taken
-    over the global batch. `y_true` is ignored.
+    over the global batch. `y_true` is ignored. A global batch of one sample
+    (dynamic) has no negatives: its loss is 0 (see `dcl`).
 
     Args:
         y_true: ignored.
         y_pred: `(batch, 2, dim)`.
         temperature: float or scalar tensor > 0.
-        sigma: float > 0, the weight's scale σ.
+        sigma: float or scalar tensor > 0, the weight's scale σ.
         negatives: `"all"` or `"cross"`.
         gather: bool.
         normalize: bool.
@@ -98,7 +113,7 @@ def dclw(
         tile_size: None or int >= 1, columns per tile of the tiled path.
 
     Returns:
-        `(batch,)` float32.
+        `(batch,)` float32 (float64, as for `dcl`).
     """
     del y_true
     check_positive("sigma", sigma)
@@ -123,6 +138,11 @@ class DCL(ContrastiveLoss):
 
     Removes the positive pair from the InfoNCE denominator, which removes the
     negative-positive coupling that makes InfoNCE need large batches.
+
+    No negatives: with class ids, a global batch of a single class leaves
+    no negative in any anchor's denominator. Its loss is defined as 0 (per
+    sample and reduced, with a zero gradient), where the formula would give
+    -inf; with two classes or more every anchor has negatives.
 
     Args:
         temperature: float > 0. Softmax temperature τ.
@@ -227,7 +247,8 @@ class DCLW(ContrastiveLoss):
         dtype=None,
     ):
         check_negatives(negatives)
-        check_positive("sigma", sigma)
+        check_positive("sigma", sigma, allow_tensor=False)
+        check_bool("weight_stop_gradient", weight_stop_gradient)
         super().__init__(
             dclw,
             temperature=temperature,
@@ -237,7 +258,7 @@ class DCLW(ContrastiveLoss):
             name=name,
             dtype=dtype,
             tile_size=tile_size,
-            sigma=sigma,
+            sigma=sigma if isinstance(sigma, (int, float)) else float(sigma),
             negatives=negatives,
-            weight_stop_gradient=weight_stop_gradient,
+            weight_stop_gradient=bool(weight_stop_gradient),
         )

@@ -20,7 +20,10 @@ def info_nce(
     (`negatives="all"`, the 2N-1 others of SimCLR) or only the other view
     (`negatives="cross"`). With class ids in `y_true`, every same-class
     embedding is a positive and the positive term is their mean
-    (supervised contrastive, Khosla et al. 2020, L_out).
+    (supervised contrastive, Khosla et al. 2020, L_out). The positives stay
+    in the denominator, so the loss stays defined when an anchor has no
+    negative (a global batch of one class): then it only pulls the
+    positives together.
 
     Args:
         y_true: None, or integer class ids `(batch,)`.
@@ -29,10 +32,12 @@ def info_nce(
         negatives: `"all"` or `"cross"`.
         gather: bool. Score local anchors against the gathered global batch.
         normalize: bool. L2-normalise the embeddings.
-
         tile_size: None or int >= 1, columns per tile of the tiled path.
+
     Returns:
-        `(batch,)` float32: the mean of each sample's two anchor losses.
+        `(batch,)` float32 (float64 for float64 embeddings or under
+        `floatx() == "float64"`): the mean of each sample's two anchor
+        losses.
     """
     return two_view_loss(
         y_true, y_pred, temperature, negatives, gather, normalize, "InfoNCE",

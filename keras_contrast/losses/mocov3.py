@@ -5,8 +5,10 @@ import tensorflow as tf
 from keras_contrast.api_export import keras_contrast_export
 from keras_contrast.losses.contrastive_loss import ContrastiveLoss
 from keras_contrast.losses.contrastive_loss import GlobalBatch
+from keras_contrast.losses.contrastive_loss import check_bool
 from keras_contrast.losses.contrastive_loss import check_embeddings
 from keras_contrast.losses.contrastive_loss import check_positive
+from keras_contrast.losses.contrastive_loss import compute_dtype
 from keras_contrast.losses.contrastive_loss import pair_contrast
 from keras_contrast.losses.contrastive_loss import prepare_embeddings
 from keras_contrast.losses.contrastive_loss import temperature_tensor
@@ -21,7 +23,9 @@ def mocov3_loss(y_true, y_pred, temperature=0.2, gather=True, normalize=True, ti
         L_i = ctr_i(q1, k2) + ctr_i(q2, k1)
 
     Keys are stop-gradient (they come from the momentum encoder) and are
-    gathered across replicas; queries stay local.
+    gathered across replicas; queries stay local. The positive key stays in
+    the denominator, so the loss is defined (0) even for a global batch of
+    one sample.
 
     Args:
         y_true: ignored.
@@ -29,17 +33,21 @@ def mocov3_loss(y_true, y_pred, temperature=0.2, gather=True, normalize=True, ti
         temperature: float or scalar tensor > 0.
         gather: bool.
         normalize: bool.
-
         tile_size: None or int >= 1, columns per tile of the tiled path.
+
     Returns:
-        `(batch,)` float32.
+        `(batch,)` float32 (float64 for float64 embeddings or under
+        `floatx() == "float64"`).
     """
     del y_true
     check_positive("temperature", temperature)
+    check_bool("gather", gather)
+    check_bool("normalize", normalize)
     y_pred = tf.convert_to_tensor(y_pred)
     check_embeddings(y_pred, 4, "MoCoV3Loss", gather)
-    z = prepare_embeddings(y_pred, normalize, "MoCoV3Loss")
-    tau = temperature_tensor(temperature, "MoCoV3Loss")
+    dtype = compute_dtype(y_pred)
+    z = prepare_embeddings(y_pred, normalize, "MoCoV3Loss", dtype)
+    tau = temperature_tensor(temperature, "MoCoV3Loss", dtype)
     batch = GlobalBatch(
         z,
         None,

@@ -8,7 +8,10 @@ The backward pass recomputes each tile's logits instead of storing them:
 with p_ik = exp(s_ik - lse_i) and upstream gradient g_i,
 
     ∂L/∂a_i = Σ_k g_i p_ik c_k / τ,   ∂L/∂c_k = Σ_i g_i p_ik a_i / τ,
-    ∂L/∂τ   = -Σ_ik g_i p_ik s_ik / τ.
+    ∂L/∂τ   = -Σ_ik g_i p_ik s_ik / τ = -Σ_i g_i (lse_i + Σ_k p_ik (s_ik - lse_i)) / τ,
+
+the last form summing the small terms p (s - lse) instead of the large
+p·s (precision at large logits).
 
 The tile loops are `tf.while_loop`s with `parallel_iterations=1`, so one
 tile at a time is alive (TensorFlow would otherwise run up to 10 iterations
@@ -59,9 +62,9 @@ def tiled_logsumexp(anchors, candidates, temperature, excluded_columns, tile_siz
     O(b · tile_size).
 
     Args:
-        anchors: `(b, dim)` float32.
-        candidates: `(M, dim)` float32.
-        temperature: scalar float32 tensor > 0.
+        anchors: `(b, dim)` float32 or float64.
+        candidates: `(M, dim)`, same dtype.
+        temperature: scalar tensor > 0, same dtype.
         excluded_columns: list of int32 `(b,)`: per row, columns left out
             (its positive, itself).
         tile_size: int >= 1, columns per tile (the last tile may be smaller).
@@ -72,9 +75,13 @@ def tiled_logsumexp(anchors, candidates, temperature, excluded_columns, tile_siz
             keys), saving a matmul per tile.
 
     Returns:
-        `(b,)` float32; -inf for a row whose every column is excluded.
+        `(b,)`; -inf for a row whose every column is excluded (its
+        gradient is 0).
     """
     check_tile_size(tile_size)
+    dtype = anchors.dtype
+    minus_infinity = tf.constant(-math.inf, dtype)
+    zero = tf.constant(0.0, dtype)
     excluded_columns = [tf.convert_to_tensor(c, tf.int32) for c in excluded_columns]
     num_columns = tf.shape(candidates)[0]
     num_tiles = (num_columns + tile_size - 1) // tile_size
@@ -91,9 +98,9 @@ def tiled_logsumexp(anchors, candidates, temperature, excluded_columns, tile_siz
             start, size, columns = tile(c, j)
             logits = tf.matmul(a, columns, transpose_b=True) / tau
             mask = _excluded(a, excluded_columns, anchor_labels, candidate_labels, start, size)
-            logits = tf.where(mask, tf.constant(-math.inf), logits)
+            logits = tf.where(mask, minus_infinity, logits)
             new_max = tf.maximum(running_max, tf.reduce_max(logits, axis=1))
-            shift = tf.where(tf.math.is_finite(new_max), new_max, 0.0)
+            shift = tf.where(tf.math.is_finite(new_max), new_max, zero)
             running_sum = (running_sum * tf.exp(running_max - shift)
                            + tf.reduce_sum(tf.exp(logits - shift[:, None]), axis=1))
             return j + 1, new_max, running_sum
@@ -101,38 +108,41 @@ def tiled_logsumexp(anchors, candidates, temperature, excluded_columns, tile_siz
         rows = tf.shape(a)[0]
         _, maximum, total = tf.while_loop(
             lambda j, *_: j < num_tiles, forward,
-            (tf.constant(0), tf.fill([rows], tf.constant(-math.inf)), tf.zeros([rows])),
+            (tf.constant(0), tf.fill([rows], minus_infinity), tf.zeros([rows], dtype)),
             parallel_iterations=1,
         )
-        shift = tf.where(tf.math.is_finite(maximum), maximum, 0.0)
+        shift = tf.where(tf.math.is_finite(maximum), maximum, zero)
         result = tf.math.log(total) + shift
 
         def gradient(upstream):
             finite = tf.math.is_finite(result)
-            lse = tf.where(finite, result, 0.0)
-            weight = tf.where(finite, upstream, 0.0)
+            lse = tf.where(finite, result, zero)
+            weight = tf.where(finite, upstream, zero)
 
             def backward(j, grad_a, grad_tau, grad_c):
                 start, size, columns = tile(c, j)
                 logits = tf.matmul(a, columns, transpose_b=True) / tau
                 mask = _excluded(a, excluded_columns, anchor_labels, candidate_labels,
                                  start, size)
-                probability = tf.where(mask, 0.0, tf.exp(logits - lse[:, None]))
+                probability = tf.where(mask, zero, tf.exp(logits - lse[:, None]))
                 weighted = weight[:, None] * probability  # g_i p_ik
                 grad_a += tf.matmul(weighted, columns) / tau
                 # Masked entries have weight 0 and finite recomputed logits.
-                grad_tau -= tf.reduce_sum(weighted * logits) / tau
+                # Σ_k p_ik s_ik = lse_i + Σ_k p_ik (s_ik - lse_i): the sum of
+                # small terms here, lse_i after the loop (precision).
+                grad_tau -= tf.reduce_sum(weighted * (logits - lse[:, None])) / tau
                 if candidate_gradient:
                     grad_c = grad_c.write(j, tf.matmul(weighted, a, transpose_a=True) / tau)
                 return j + 1, grad_a, grad_tau, grad_c
 
-            columns_gradient = tf.TensorArray(tf.float32, size=num_tiles, infer_shape=False,
+            columns_gradient = tf.TensorArray(dtype, size=num_tiles, infer_shape=False,
                                               element_shape=tf.TensorShape([None, dim]))
             _, grad_a, grad_tau, columns_gradient = tf.while_loop(
                 lambda j, *_: j < num_tiles, backward,
-                (tf.constant(0), tf.zeros_like(a), tf.zeros([]), columns_gradient),
+                (tf.constant(0), tf.zeros_like(a), tf.zeros([], dtype), columns_gradient),
                 parallel_iterations=1,
             )
+            grad_tau -= tf.reduce_sum(weight * lse) / tau
             grad_c = (columns_gradient.concat() if candidate_gradient
                       else tf.zeros_like(candidates))
             return grad_a, grad_c, grad_tau
@@ -155,7 +165,7 @@ def class_positive_logit(anchors, candidates, temperature, anchor_labels, candid
         self_columns: int32 `(b,)` or None, each anchor's own column.
 
     Returns:
-        `(b,)` float32.
+        `(b,)`, the anchors' dtype.
     """
     classes, ids = tf.unique(tf.concat([candidate_labels, anchor_labels], axis=0))
     num_candidates = tf.shape(candidate_labels)[0]
@@ -163,7 +173,7 @@ def class_positive_logit(anchors, candidates, temperature, anchor_labels, candid
     num_classes = tf.shape(classes)[0]
     class_sums = tf.math.unsorted_segment_sum(candidates, candidate_ids, num_classes)
     class_counts = tf.math.unsorted_segment_sum(
-        tf.ones_like(candidate_ids, tf.float32), candidate_ids, num_classes)
+        tf.ones_like(candidate_ids, candidates.dtype), candidate_ids, num_classes)
     positive_sum = tf.gather(class_sums, anchor_ids)
     count = tf.gather(class_counts, anchor_ids)
     if self_columns is not None:

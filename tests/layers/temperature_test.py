@@ -11,6 +11,8 @@ import tensorflow as tf
 from keras_contrast import layers
 from keras_contrast import losses
 from tests import test_case
+from tests.losses import reference
+from tests.losses.float64_test import float64_config
 
 
 class TemperatureModel(keras.Model):
@@ -95,3 +97,63 @@ def test_gradient_exact_across_four_replicas():
     assert abs(single.temperature.log_scale.numpy() - math.log(10.0)) > 1e-4
     for a, b in zip(single.get_weights(), replicated.get_weights()):
         test_case.assert_all_close(b, a)
+
+
+@pytest.mark.parametrize("name", ["initial_temperature", "min_scale", "max_scale"])
+@pytest.mark.parametrize("value", [True, np.bool_(False), "0.5", None, [0.5]], ids=repr)
+def test_rejects_non_numbers(name, value):
+    # True was taken as 1 (initial_temperature=True gave τ = 1).
+    with pytest.raises(TypeError, match=f"`{name}` must be a finite number > 0"):
+        layers.LearnableTemperature(**{name: value})
+
+
+@pytest.mark.parametrize("name", ["initial_temperature", "min_scale", "max_scale"])
+@pytest.mark.parametrize("value", [0.0, -1.0, float("nan"), float("inf")], ids=repr)
+def test_rejects_non_positive_or_non_finite(name, value):
+    with pytest.raises(ValueError, match=f"`{name}` must be a finite number > 0"):
+        layers.LearnableTemperature(**{name: value})
+
+
+def test_rejects_min_scale_above_max_scale():
+    with pytest.raises(ValueError, match="`min_scale` .* must be <= `max_scale`"):
+        layers.LearnableTemperature(0.1, min_scale=20.0, max_scale=5.0)
+
+
+def test_rejects_initial_temperature_outside_the_scale_range():
+    with pytest.raises(ValueError, match="`initial_temperature`"):
+        layers.LearnableTemperature(0.5, min_scale=5.0, max_scale=50.0)
+
+
+def test_accepts_numpy_numbers_and_saves_floats():
+    layer = layers.LearnableTemperature(np.float32(0.25), min_scale=np.int64(1))
+    config = layer.get_config()
+    assert type(config["initial_temperature"]) is float and type(config["min_scale"]) is float
+    test_case.assert_all_close(layer().numpy(), 0.25, rtol=1e-6)
+    restored = test_case.serialization_round_trip(layer)
+    assert restored.get_config() == config
+
+
+@pytest.mark.parametrize("kwargs", [{"min_value": True, "max_value": 1.0},
+                                    {"min_value": 0.0, "max_value": "1"},
+                                    {"min_value": float("nan"), "max_value": 1.0}])
+def test_clip_value_rejects_bad_bounds(kwargs):
+    with pytest.raises((TypeError, ValueError), match="`m(in|ax)_value`"):
+        layers.ClipValue(**kwargs)
+
+
+def test_float64_weight_and_exact_clip_loss_under_floatx_float64():
+    with float64_config():
+        layer = layers.LearnableTemperature(0.07)
+        assert layer.log_scale.dtype == "float64"
+        temperature = layer()
+        assert temperature.dtype == "float64"
+        # float32 storage would leave τ ~1e-8 (relative) off 0.07.
+        np.testing.assert_allclose(temperature.numpy(), 0.07, rtol=1e-14)
+        model = TemperatureModel()
+        model.build((None, 2, 3))
+        model.compile(optimizer=keras.optimizers.SGD(0.0), loss=losses.CLIPLoss())
+        x = np.random.default_rng(1).normal(size=(6, 2, 3))
+        y_pred = model.predict(x, verbose=0)
+        history = model.fit(x, batch_size=6, epochs=1, shuffle=False, verbose=0)
+    np.testing.assert_allclose(history.history["loss"][0],
+                               np.mean(reference.clip(y_pred, 0.1)), rtol=1e-11)

@@ -272,8 +272,12 @@ def test_dynamic_batch_of_one_fails_loudly(case):
 
 def test_negative_temperature_tensor_fails_loudly():
     y = random_embeddings(4, 2)
-    with pytest.raises(tf.errors.InvalidArgumentError, match="temperature"):
+    # Known when tracing (an eager tensor): a static error.
+    with pytest.raises(ValueError, match="`temperature`"):
         losses.CLIPLoss()(None, y, temperature=tf.constant(-0.5))
+    # Known only at run time (a variable): the run-time assert.
+    with pytest.raises(tf.errors.InvalidArgumentError, match="temperature"):
+        losses.CLIPLoss()(None, y, temperature=tf.Variable(-0.5))
 
 
 def test_rejects_unknown_negatives():

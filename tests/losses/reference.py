@@ -20,7 +20,8 @@ def two_view(y, temperature, negatives="all", kind="infonce", labels=None,
     """Per-sample mean of the two anchor losses for InfoNCE / DCL / DCLW.
 
     kind: "infonce" (positives stay in the denominator), "dcl" (they do not),
-    "dclw" (DCL with w_i = 2 - exp(s_ii/σ) / mean_j exp(s_jj/σ)).
+    "dclw" (DCL with w_i = 2 - exp(s_ii/σ) / mean_j exp(s_jj/σ)). An anchor
+    whose denominator is empty (DCL without negatives) contributes 0.
     """
     z = np.asarray(y, dtype=np.float64)
     if normalize_embeddings:
@@ -52,6 +53,8 @@ def two_view(y, temperature, negatives="all", kind="infonce", labels=None,
             in_denominator = ~is_self
             if kind in ("dcl", "dclw"):
                 in_denominator &= ~is_positive
+            if not in_denominator.any():
+                continue  # No negatives (DCL): the loss is defined as 0.
             positive_term = weights[i] * np.mean(logits[is_positive])
             losses[i] += 0.5 * (logsumexp(logits[in_denominator]) - positive_term)
     return losses
