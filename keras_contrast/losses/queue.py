@@ -5,25 +5,19 @@ import tensorflow as tf
 from keras_contrast.api_export import keras_contrast_export
 
 
-@keras_contrast_export("keras_contrast.losses.queue_contrastive_loss")
-def queue_contrastive_loss(query, key, queue, temperature=0.2, decoupled=False):
-    """Per-sample InfoNCE (or DCL) of queries against their keys, with the
-    queue as negatives (MoCo, He et al. 2020, eq. 1).
-
-    With `s⁺ = q·k/τ` and `s⁻_j = q·n_j/τ` on L2-normalised vectors:
-    InfoNCE `−s⁺ + log(e^{s⁺} + Σ_j e^{s⁻_j})`; DCL (`decoupled=True`,
-    Yeh et al. 2021, eq. 6) drops the positive from the denominator:
-    `−s⁺ + log Σ_j e^{s⁻_j}`.
+def queue_logits(query, key, queue, temperature=0.2, normalize=True):
+    """The logits of MoCo's queue loss: `s⁺ = q·k/τ` and `s⁻_j = q·n_j/τ`.
 
     Args:
         query: `(batch, dim)`.
-        key: `(batch, dim)`, the positives (treated as constants by MoCo).
+        key: `(batch, dim)`, the positives.
         queue: `(queue_size, dim)` negatives.
         temperature: float or scalar tensor > 0.
-        decoupled: bool. DCL instead of InfoNCE.
+        normalize: bool. L2-normalise query, key and queue rows first
+            (cosine similarities, MoCo's choice).
 
     Returns:
-        float32 `(batch,)` losses.
+        float32 `(positive (batch,), negatives (batch, queue_size))`.
     """
     query, key, queue = (tf.convert_to_tensor(t) for t in (query, key, queue))
     if query.shape.rank != 2 or key.shape.rank != 2 or queue.shape.rank != 2:
@@ -36,14 +30,59 @@ def queue_contrastive_loss(query, key, queue, temperature=0.2, decoupled=False):
             f"query, key and queue must share the dimension, got {query.shape[-1]}, "
             f"{key.shape[-1]} and {queue.shape[-1]}."
         )
-    if isinstance(temperature, (int, float)) and not temperature > 0:
-        raise ValueError(f"`temperature` must be > 0, got {temperature!r}.")
-    q = tf.math.l2_normalize(tf.cast(query, tf.float32), axis=-1)
-    k = tf.math.l2_normalize(tf.cast(key, tf.float32), axis=-1)
-    n = tf.math.l2_normalize(tf.cast(queue, tf.float32), axis=-1)
+    if isinstance(temperature, bool) or (
+        isinstance(temperature, (int, float)) and not temperature > 0
+    ):
+        raise ValueError(f"`temperature` must be a number > 0, got {temperature!r}.")
+    q, k, n = (tf.cast(t, tf.float32) for t in (query, key, queue))
+    if normalize:
+        q, k, n = (tf.math.l2_normalize(t, axis=-1) for t in (q, k, n))
     temperature = tf.cast(temperature, tf.float32)
     positive = tf.reduce_sum(q * k, axis=-1) / temperature
     negatives = tf.matmul(q, n, transpose_b=True) / temperature
-    if not decoupled:
-        negatives = tf.concat([positive[:, None], negatives], axis=1)
-    return tf.reduce_logsumexp(negatives, axis=1) - positive
+    return positive, negatives
+
+
+def queue_loss_from_logits(positive, negatives, decoupled=False):
+    """Per-sample InfoNCE `−s⁺ + log(e^{s⁺} + Σ_j e^{s⁻_j})`, or DCL
+    `−s⁺ + log Σ_j e^{s⁻_j}` (`decoupled=True`), from `queue_logits`."""
+    if decoupled:
+        return tf.reduce_logsumexp(negatives, axis=1) - positive
+    # softplus(lse⁻ − s⁺) = log(e^{s⁺} + e^{lse⁻}) − s⁺, exact near a loss of 0.
+    return tf.nn.softplus(tf.reduce_logsumexp(negatives, axis=1) - positive)
+
+
+def queue_pretext_hits(positive, negatives):
+    """1.0 where the positive has the highest logit among positive + queue
+    (ties count for the positive, as an argmax over `[s⁺, s⁻]` does), else
+    0.0: float32 `(batch,)`."""
+    return tf.cast(positive >= tf.reduce_max(negatives, axis=1), tf.float32)
+
+
+@keras_contrast_export("keras_contrast.losses.queue_contrastive_loss")
+def queue_contrastive_loss(query, key, queue, temperature=0.2, decoupled=False,
+                           normalize=True):
+    """Per-sample InfoNCE (or DCL) of queries against their keys, with the
+    queue as negatives (MoCo, He et al. 2020, eq. 1).
+
+    With `s⁺ = q·k/τ` and `s⁻_j = q·n_j/τ` (on L2-normalised vectors with
+    `normalize=True`): InfoNCE `−s⁺ + log(e^{s⁺} + Σ_j e^{s⁻_j})`; DCL
+    (`decoupled=True`, Yeh et al. 2021, eq. 6) drops the positive from the
+    denominator: `−s⁺ + log Σ_j e^{s⁻_j}`.
+
+    Args:
+        query: `(batch, dim)`.
+        key: `(batch, dim)`, the positives (treated as constants by MoCo).
+        queue: `(queue_size, dim)` negatives.
+        temperature: float or scalar tensor > 0.
+        decoupled: bool. DCL instead of InfoNCE.
+        normalize: bool. L2-normalise query, key and queue rows.
+
+    Returns:
+        float32 `(batch,)` losses.
+
+    Example:
+    >>> queue_contrastive_loss(q, k, queue, temperature=0.2)  # (batch,)
+    """
+    positive, negatives = queue_logits(query, key, queue, temperature, normalize)
+    return queue_loss_from_logits(positive, negatives, decoupled)

@@ -7,7 +7,9 @@ import tensorflow as tf
 from keras_contrast.api_export import keras_contrast_export
 from keras_contrast.checks import is_positive_int
 from keras_contrast.layers.temperature import LearnableTemperature
+from keras_contrast.losses.contrastive_loss import ContrastiveLoss
 from keras_contrast.training.contrastive_model import ContrastiveModel
+from keras_contrast.training.contrastive_model import assemble_loss
 
 
 @keras_contrast_export("keras_contrast.models.DualEncoder")
@@ -24,7 +26,13 @@ class DualEncoder(ContrastiveModel):
     ln(1/0.07), clamped to `[0, ln max_logit_scale]`) and overrides
     `compute_loss` to feed it to the compiled loss, so the temperature gets
     its exact gradient — also through `GradCache`, which differentiates the
-    loss with respect to the cached embeddings and this weight.
+    loss with respect to the cached embeddings and this weight. That loss is
+    built by `keras_contrast.training.assemble_loss`: per-sample losses,
+    sample weights, the reduction over the global batch, then the weight
+    regularizers (`self.losses`) divided by the number of replicas, as
+    Keras does, so a regularizer's gradient counts once however many
+    replicas train the model. The loss's `reduction` must give a scalar
+    (not `"none"`).
 
     Args:
         tower_a: Keras model/layer mapping inputs A to features.
@@ -126,13 +134,19 @@ class DualEncoder(ContrastiveModel):
     def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
         if self.temperature is None:
             return super().compute_loss(x, y, y_pred, sample_weight, training=training)
-        if self.loss is None:
+        loss = self.loss
+        if loss is None:
             raise ValueError("Compile the DualEncoder with a loss (e.g. CLIPLoss()) first.")
-        loss = self.loss(y, y_pred, sample_weight, temperature=self.temperature())
-        regularization = self.losses
-        if regularization:
-            loss = loss + tf.add_n([tf.cast(r, loss.dtype) for r in regularization])
-        return loss
+        if not isinstance(loss, ContrastiveLoss):
+            raise ValueError(
+                "DualEncoder(learnable_temperature=True) feeds its temperature to a "
+                "keras_contrast.losses.ContrastiveLoss (e.g. CLIPLoss()); got "
+                f"{type(loss).__name__}. Compile with one, or use "
+                "`learnable_temperature=False`."
+            )
+        per_sample = loss.contrast(y, y_pred, self.temperature())
+        return assemble_loss(self, per_sample, sample_weight, loss.reduction,
+                             dtype=loss.dtype, loss_name=type(loss).__name__)
 
     def compute_output_shape(self, input_shape):
         shape_a, _ = self._split_inputs(input_shape)

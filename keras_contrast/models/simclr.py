@@ -31,8 +31,15 @@ def unfold_views(flat, views):
 
 def step_seed(model, seed):
     """A seed that changes at every optimizer step (and is the same on every
-    replica): `(seed, optimizer.iterations)`."""
-    optimizer = getattr(model, "optimizer", None)
+    replica): `(seed, step)`, with `step` the `iterations` of the optimizer
+    that trains `model`: `ContrastiveModel.training_optimizer`, which is a
+    wrapping `GradCache`'s optimizer when there is one (a model that is not
+    a `ContrastiveModel` uses its own `optimizer`). The step is 0 before
+    any optimizer is attached."""
+    if isinstance(model, ContrastiveModel):
+        optimizer = model.training_optimizer
+    else:
+        optimizer = getattr(model, "optimizer", None)
     step = optimizer.iterations if optimizer is not None else tf.constant(0, tf.int64)
     return tf.stack([tf.constant(seed, tf.int64), tf.cast(step, tf.int64)])
 
@@ -51,8 +58,10 @@ class SimCLR(ContrastiveModel):
     second view is shuffled across replicas before backbone and head and
     unshuffled after, so the two views of a sample are never normalised
     with statistics of the same samples; each view is then its own BN batch.
-    With one replica the permutation stays on the device (it still mixes
-    the order, which changes nothing for per-sample outputs).
+    With one replica (or outside a strategy) the shuffle is the identity.
+    The permutation changes at every optimizer step: its seed is
+    `(shuffle_seed, training_optimizer.iterations)`, the wrapping
+    `GradCache`'s optimizer when the model trains inside one.
 
     Args:
         backbone: a Keras model mapping images to features `(batch, d)`.

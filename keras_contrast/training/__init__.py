@@ -2,6 +2,8 @@
 contrastive gradient cache."""
 
 from keras_contrast.training.contrastive_model import ContrastiveModel
+from keras_contrast.training.contrastive_model import assemble_loss
+from keras_contrast.training.contrastive_model import regularization_loss
 from keras_contrast.training.contrastive_model import resolve_gradient_norm_groups
 from keras_contrast.training.contrastive_model import watch_gradient_norms
 from keras_contrast.training.grad_cache import GradCache
@@ -13,12 +15,14 @@ from keras_contrast.training.momentum import momentum_copy
 
 __all__ = [
     "ContrastiveModel",
+    "assemble_loss",
     "GradCache",
     "encoder_of",
     "MomentumEncoderModel",
     "cosine_momentum",
     "ema_update",
     "momentum_copy",
+    "regularization_loss",
     "resolve_gradient_norm_groups",
     "watch_gradient_norms",
 ]

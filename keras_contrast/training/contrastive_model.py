@@ -7,6 +7,7 @@ import keras
 import tensorflow as tf
 
 from keras_contrast.api_export import keras_contrast_export
+from keras_contrast.losses.contrastive_loss import reduce_contrastive
 
 # Where a model keeps the variable groups whose gradient inf-norm its train
 # step logs: {log name: [variables]}, set by `watch_gradient_norms`.
@@ -139,6 +140,95 @@ def gradient_norm_logs(model, gradients, variables):
     return logs
 
 
+# The reductions `assemble_loss` takes: each gives a scalar whose replica
+# sum is the loss of the global batch.
+TRAINING_REDUCTIONS = ("sum_over_batch_size", "mean", "mean_with_sample_weight", "sum")
+
+
+@keras_contrast_export("keras_contrast.training.regularization_loss")
+def regularization_loss(model, dtype="float32"):
+    """This replica's share of `model.losses` (weight regularizers, losses
+    added in `call`): their sum divided by the number of replicas R.
+
+    Keras' TensorFlow trainer scales every entry of `model.losses` by 1/R
+    (`_aggregate_additional_loss`) and the optimizer sums the replicas'
+    gradients, so each regularizer's gradient is applied once in total, as
+    on one device. This is the same rule.
+
+    Args:
+        model: the model whose `losses` to add.
+        dtype: dtype of the result.
+
+    Returns:
+        A scalar tensor (0 when the model has no such losses).
+
+    Example:
+    >>> loss = data_loss + keras_contrast.training.regularization_loss(model)
+    """
+    terms = [tf.reduce_sum(tf.cast(value, dtype)) for value in model.losses]
+    if not terms:
+        return tf.zeros((), dtype)
+    total = tf.add_n(terms)
+    replicas = tf.distribute.get_strategy().num_replicas_in_sync
+    return total / tf.cast(replicas, dtype) if replicas > 1 else total
+
+
+@keras_contrast_export("keras_contrast.training.assemble_loss")
+def assemble_loss(model, per_sample, sample_weight=None, reduction="sum_over_batch_size",
+                  dtype="float32", loss_name="loss"):
+    """This replica's share of the training loss, assembled once, in order:
+
+    1. the per-sample losses of this replica's samples, `(batch,)`;
+    2. times `sample_weight`, if given;
+    3. reduced over the *global* batch: this replica's sum divided by the
+       global number of samples (or, for `"mean_with_sample_weight"`, the
+       global sum of the weights); `"sum"` keeps this replica's sum. The
+       replicas' shares (which the optimizer sums, through their
+       gradients) add up to the loss of the global batch for any split of
+       it, the uneven last batch of an epoch included;
+    4. plus the model's `losses` (weight regularizers) divided by the number
+       of replicas R, Keras' rule, so each counts once in total.
+
+    No other replica scaling happens: step 3 already yields the replica's
+    share, where Keras' own mean losses divide a per-replica mean by R
+    (exact only for equal per-replica batches). A model overriding
+    `compute_loss` returns this (`DualEncoder`, `MoCo`); `GradCache`
+    delegates to that override.
+
+    Args:
+        model: the model being trained (its `losses` are added).
+        per_sample: `(batch,)` per-sample losses of this replica.
+        sample_weight: None, or `(batch,)` weights.
+        reduction: one of `"sum_over_batch_size"` (= `"mean"`),
+            `"mean_with_sample_weight"`, `"sum"`.
+        dtype: dtype of the result.
+        loss_name: how error messages name the loss.
+
+    Returns:
+        A scalar tensor.
+
+    Example:
+    >>> def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None,
+    ...                  training=True):
+    ...     per_sample = self.loss.contrast(y, y_pred, self.temperature())
+    ...     return keras_contrast.training.assemble_loss(
+    ...         self, per_sample, sample_weight, self.loss.reduction)
+    """
+    check_training_reduction(reduction, loss_name)
+    data = reduce_contrastive(tf.convert_to_tensor(per_sample), sample_weight, reduction)
+    data = tf.cast(data, dtype)
+    return data + regularization_loss(model, dtype)
+
+
+def check_training_reduction(reduction, loss_name="loss"):
+    """Raises a ValueError unless `reduction` gives a scalar training loss."""
+    if reduction not in TRAINING_REDUCTIONS:
+        raise ValueError(
+            f"{loss_name}: `reduction`={reduction!r} cannot train this model, which "
+            f"needs a scalar loss: use one of {TRAINING_REDUCTIONS}."
+        )
+
+
 @keras_contrast_export("keras_contrast.training.ContrastiveModel")
 class ContrastiveModel(keras.Model):
     """Base class of the ready contrastive models (`SimCLR`, `MoCoV3`, ...).
@@ -155,9 +245,18 @@ class ContrastiveModel(keras.Model):
       of those layers to the logs (DESIGN.md 1.2: spikes show in the first
       layer before the last).
 
+    - `training_optimizer`: the optimizer whose `iterations` count this
+      model's training steps (its own, or a wrapping `GradCache`'s), for
+      per-step schedules and per-step randomness (Shuffle BN's seed).
+    - `model_metrics`: metrics the model updates itself in `compute_loss`
+      (MoCo's `pretext_accuracy`), which a wrapping `GradCache` logs too.
+
     Subclasses implement `call` (returning the `(batch, views, dim)`
     embeddings the contrastive losses take) and may override `compute_loss`
-    to feed weights of their own (a learnable temperature) to the loss.
+    to feed weights of their own (a learnable temperature) to the loss; such
+    an override returns `keras_contrast.training.assemble_loss(...)`, which
+    reduces over the global batch and adds the weight regularizers once, as
+    Keras' own `compute_loss` would.
 
     Example:
     >>> class Siamese(keras_contrast.training.ContrastiveModel):
@@ -172,6 +271,13 @@ class ContrastiveModel(keras.Model):
 
     def after_optimizer_step(self):
         """Runs once per training step, after the optimizer update."""
+
+    @property
+    def model_metrics(self):
+        """The metrics this model updates itself (in `compute_loss`), e.g.
+        MoCo's `pretext_accuracy`. Keras logs them from the model's own
+        `fit`; a `GradCache` wrapping the model adds them to its metrics."""
+        return []
 
     @property
     def training_optimizer(self):

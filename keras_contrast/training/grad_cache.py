@@ -201,8 +201,15 @@ class GradCache(keras.Model):
     which pass 3 sees after all chunks' updates).
 
     Sample weights (`fit(..., sample_weight=w)`) reach the loss of step 2
-    and are exact. `predict`, `evaluate`, `call` and `export` use the
-    wrapped model.
+    and are exact. When the wrapped model overrides `compute_loss`, step 2
+    calls that override (for keras_contrast's models it assembles the loss
+    with `keras_contrast.training.assemble_loss`: reduction over the global
+    batch, weight regularizers divided by the number of replicas, once);
+    otherwise Keras' own `compute_loss` of this wrapper, whose regularizers
+    are the wrapped model's, scaled the same way. The metrics the wrapped
+    model updates itself (`model_metrics`, e.g. MoCo's
+    `pretext_accuracy`) are logged with this wrapper's. `predict`,
+    `evaluate`, `call` and `export` use the wrapped model.
 
     Not supported (a `ValueError` says so): losses added inside `call`
     (`add_loss`, activity regularizers), which would come from one chunk
@@ -292,6 +299,15 @@ class GradCache(keras.Model):
         if config and not self.model.built:
             self.model.build_from_config(config)
         self.built = self.model.built
+
+    @property
+    def metrics(self):
+        # Keras leaves out the metrics of a wrapped model (a Trainer of its
+        # own); add those it updates itself in `compute_loss` (e.g. MoCo's
+        # `pretext_accuracy`), which this step calls.
+        metrics = super().metrics
+        extra = getattr(getattr(self, "model", None), "model_metrics", None) or []
+        return metrics + [m for m in extra if all(m is not n for n in metrics)]
 
     @property
     def _delegates_loss(self):

@@ -114,3 +114,13 @@ def test_rejects_bad_arguments():
         DualEncoder(*towers(), projection_dim=0)
     with pytest.raises(ValueError, match="'a' and 'b'"):
         build()({"x": data()[0], "b": data()[1]})
+
+
+def test_learnable_temperature_rejects_a_loss_without_a_temperature_argument():
+    model = build()
+    model.compile(optimizer="sgd", loss="mse")
+    with pytest.raises(ValueError, match="ContrastiveLoss.*`learnable_temperature=False`"):
+        model.compute_loss(y_pred=np.ones((4, 2, 4), "float32"))
+    model.compile(optimizer="sgd", loss=losses.CLIPLoss(reduction="none"))
+    with pytest.raises(ValueError, match="`reduction`"):
+        model.compute_loss(y_pred=np.ones((4, 2, 4), "float32"))

@@ -1,5 +1,6 @@
-"""SimCLR: the stacked-view forward pass, Shuffle BN across 4 replicas,
-fit under 2 replicas and through GradCache, export and round trip."""
+"""SimCLR: the stacked-view forward pass, Shuffle BN across 4 replicas (and
+its per-step permutation under GradCache), fit under 2 replicas and through
+GradCache, export and round trip."""
 
 import keras
 import numpy as np
@@ -9,8 +10,10 @@ import tensorflow as tf
 from keras_contrast import distribute
 from keras_contrast import losses
 from keras_contrast.models.simclr import SimCLR
+from keras_contrast.models.simclr import step_seed
 from keras_contrast.training import GradCache
 from tests import test_case
+from tests.models.common import StepGradientRecorder
 from tests.models.common import tiny_backbone
 from tests.models.common import two_views
 
@@ -113,3 +116,53 @@ def test_grad_cache_step_equals_chunked_reference():
 def test_rejects_bad_views():
     with pytest.raises(ValueError, match="views"):
         build()(np.zeros((2, 3, 8, 8, 1), "float32"))
+
+
+def pooled_sets(seed, num_replicas, local_batch):
+    """The rows each replica normalises together under the seed's shuffle."""
+    permutation = distribute.shuffle_permutation(
+        tf.constant(seed, tf.int64), num_replicas, local_batch).numpy()
+    return permutation, [frozenset(permutation[r * local_batch:(r + 1) * local_batch])
+                         for r in range(num_replicas)]
+
+
+def test_shuffle_bn_under_grad_cache_follows_the_training_step():
+    # GradCache never compiles a SimCLR (which keeps Keras' compute_loss), so
+    # the permutation must follow the GradCache's optimizer: one new
+    # permutation per step, the unwrapped model's at the same step.
+    keras.utils.set_random_seed(0)  # the heads' initial weights
+    strategy = test_case.strategy(2)
+    x = two_views(16, seed=4)
+    steps = 3
+    # The premise: steps 0, 1, 2 pool different samples in BN.
+    pools = [pooled_sets([3, step], 2, 8)[1] for step in range(steps)]
+    assert len({tuple(sorted(tuple(sorted(s)) for s in p)) for p in pools}) == steps
+    single = build(shuffle_bn=True)
+    with strategy.scope():
+        wrapped, plain = build(shuffle_bn=True), build(shuffle_bn=True)
+        wrapped.set_weights(single.get_weights())
+        plain.set_weights(single.get_weights())
+        cached = GradCache(wrapped, num_chunks=1)  # one chunk: the plain step
+        cached.compile(optimizer=StepGradientRecorder(steps), loss=losses.InfoNCE(0.2))
+        plain.compile(optimizer=StepGradientRecorder(steps), loss=losses.InfoNCE(0.2))
+    for trainer in (cached, plain):
+        # Learning rate 0: only the permutation changes from step to step.
+        trainer.fit(x, batch_size=16, epochs=steps, shuffle=False, verbose=0)
+    np.testing.assert_array_equal(step_seed(wrapped, 3).numpy(), [3, steps])
+    for step in range(steps):
+        for actual, expected in zip(cached.optimizer.gradients(step),
+                                    plain.optimizer.gradients(step)):
+            test_case.assert_all_close(actual, expected, rtol=1e-4, atol_scale=1e-5)
+    first_layer = [cached.optimizer.gradients(step)[0] for step in range(steps)]
+    for a, b in ((0, 1), (1, 2), (0, 2)):
+        assert np.max(np.abs(first_layer[a] - first_layer[b])) > 1e-3 * np.max(
+            np.abs(first_layer[a]))
+    # After 3 steps the wrapped model shuffles with the seed (3, 3).
+    permutation, _ = pooled_sets([3, steps], 2, 8)
+    expected = np.zeros((16, 2, 6), np.float32)
+    shuffled = x[permutation, 1]
+    for r in range(2):
+        rows = slice(8 * r, 8 * r + 8)
+        expected[rows, 0] = embed(single, x[rows, 0], True)
+        expected[permutation[rows], 1] = embed(single, shuffled[rows], True)
+    test_case.assert_all_close(run_on_replicas(strategy, wrapped, x, True), expected, rtol=1e-4)
