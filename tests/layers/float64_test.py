@@ -18,12 +18,17 @@ RTOL = 1e-10
 
 @pytest.fixture(autouse=True)
 def float64():
-    previous = keras.config.floatx()
+    # Keras caches the global dtype policy the first time a layer asks for
+    # it (any earlier test in this process), so floatx alone would not reach
+    # the layers built here: set both, restore both.
+    previous_floatx, previous_policy = keras.config.floatx(), keras.config.dtype_policy()
     keras.config.set_floatx("float64")
+    keras.config.set_dtype_policy("float64")
     try:
         yield
     finally:
-        keras.config.set_floatx(previous)
+        keras.config.set_floatx(previous_floatx)
+        keras.config.set_dtype_policy(previous_policy)
 
 
 def close(actual, expected, msg=""):
