@@ -399,6 +399,7 @@ def train(args):
     from keras_contrast import data
     from keras_contrast import evaluation
     from keras_contrast import export
+    from keras_contrast import layers as kc_layers
     from keras_contrast import models
     from keras_contrast.training import GradCache
 
@@ -447,6 +448,12 @@ def train(args):
     callbacks = [
         kc_callbacks.KNNMonitor(knn_bank, knn_test, k=args.knn_k, every_n_epochs=args.knn_every,
                                 encoder=model.encoder),
+        # Per-replica BN copies drift apart and a backup keeps one of them;
+        # averaging them before each backup lets a resumed run continue
+        # from exactly the state the uninterrupted run has.
+        keras.callbacks.LambdaCallback(
+            on_epoch_end=lambda epoch, logs=None: kc_layers.average_replica_statistics(
+                model, strategy)),
         keras.callbacks.BackupAndRestore(backup_dir),
         keras.callbacks.CSVLogger(os.path.join(args.out, f"history_{index}.csv"),
                                   append=initial_epoch > 0),

@@ -30,9 +30,10 @@ Measured with TensorFlow 2.21 on 2 shared CPU cores, 2 replicas of 256
 rows, dim 128, 30 calls: 7 to 26 of the 29 repeated gradients differ from
 the first (by up to 9.5e-7, one ulp of entries up to 7.9; how many depends
 on the load); 0 of 29 with either option. keras_contrast's gathered two-view
-losses have this structure today (`pair_columns` concatenates the gathered
-views once per anchor view); building the candidates once is the fix, still
-to be made in `keras_contrast/losses/contrastive_loss.py`.
+losses had this structure (the gathered views were concatenated once per
+anchor view); they now build the candidates once
+(`GlobalBatch.candidates` in `keras_contrast/losses/contrastive_loss.py`),
+tested by `tests/distribute/reproducibility_test.py`.
 """
 
 import argparse

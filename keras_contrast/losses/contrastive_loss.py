@@ -224,6 +224,7 @@ class GlobalBatch:
         self.size = tf.shape(self.views[gathered_views[0]])[0]
         self.local_labels = labels
         self.labels = None
+        self._candidates = None
         if labels is not None:
             self.labels = distribute.all_gather(labels) if gather else labels
         # Asserts are stateful ops: tf.function runs them without explicit
@@ -241,6 +242,19 @@ class GlobalBatch:
     def rows(self):
         """Global row index of each local sample, int32 `(b,)`."""
         return tf.range(tf.shape(self.local[0])[0]) + self.offset
+
+    def candidates(self):
+        """Every view's global rows stacked, `(V * N, dim)`, built once.
+
+        One concat shared by all anchor views keeps each gathered view's
+        gradient a sum of at most two terms. With a concat per anchor view
+        it gets three or more, and TensorFlow's CPU `AddN` with 3+ inputs
+        sums them in thread-timing order, so two identical multi-replica
+        runs would differ in the last bit.
+        """
+        if self._candidates is None:
+            self._candidates = tf.concat(self.views, axis=0)
+        return self._candidates
 
 
 def masked_contrast(
@@ -377,7 +391,7 @@ def pair_columns(batch, anchor_view, negatives):
     other = 1 - anchor_view
     if negatives == "cross":
         return batch.views[other], [rows]
-    candidates = tf.concat(batch.views, axis=0)
+    candidates = batch.candidates()
     return candidates, [rows + anchor_view * batch.size, rows + other * batch.size]
 
 
@@ -392,7 +406,7 @@ def pair_masks(batch, anchor_view, negatives):
     if negatives == "cross":
         positive_mask = batch.local_labels[:, None] == batch.labels[None, :]
         return batch.views[1 - anchor_view], positive_mask, None
-    candidates = tf.concat(batch.views, axis=0)
+    candidates = batch.candidates()
     columns = tf.range(2 * batch.size)
     self_column = batch.rows() + anchor_view * batch.size
     self_mask = self_column[:, None] == columns[None, :]
@@ -416,7 +430,7 @@ def tiled_class_contrast(batch, anchor_view, negatives, temperature, decoupled, 
         candidates, candidate_labels = batch.views[1 - anchor_view], batch.labels
         self_columns = None
     else:
-        candidates = tf.concat(batch.views, axis=0)
+        candidates = batch.candidates()
         candidate_labels = tf.concat([batch.labels, batch.labels], axis=0)
         self_columns = batch.rows() + anchor_view * batch.size
     log_denominator = tiled_logsumexp(
