@@ -1,4 +1,4 @@
-"""BN information leak in SimCLR (DESIGN.md 1.1): per-replica BN vs
+"""BN information leak in SimCLR (docs/design.md §4): per-replica BN vs
 synchronised BN vs Shuffle BN vs LayerNorm, 4 simulated replicas with the
 cross-replica gather. Table: final training loss and kNN accuracy.
 
@@ -96,7 +96,7 @@ def main():
         f"cross-replica gather, {config['epochs']} epochs, AdamW 2e-3, seeds "
         f"{list(seeds)}. kNN: cosine, k = 200, τ = 0.1; raw pixels: {100 * raw:.1f} %.",
         "",
-        "Expected (DESIGN.md 1.1): per-replica BN reaches a lower training loss but a worse "
+        "Expected (docs/design.md §4): per-replica BN reaches a lower training loss but a worse "
         "representation. Observed: per-replica BN's loss is "
         f"{'lower' if lower_loss else 'not lower'} than synchronised BN's "
         f"({by_name['per-replica BN'][1]} vs {by_name['synchronised BN'][1]}) and its kNN "

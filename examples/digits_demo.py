@@ -189,7 +189,7 @@ def contrastive_dataset(images, global_batch, seed):
 
 def build_encoder(width=32, dim=128):
     """Tiny conv net, LayerNorm only: no batch statistics to leak across
-    replicas (DESIGN.md 1.1)."""
+    replicas (docs/design.md §4)."""
     return keras.Sequential(
         [
             keras.Input((IMAGE_SIZE, IMAGE_SIZE, 1)),

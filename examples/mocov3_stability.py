@@ -1,4 +1,4 @@
-"""MoCo v3 instability (DESIGN.md 1.2): a small ViT trained at a high
+"""MoCo v3 instability (docs/design.md §5): a small ViT trained at a high
 learning rate with a learned vs a frozen random patch projection. Loss curve,
 gradient inf-norm traces of the first trainable and the last layer
 (`GradientNormMonitor`), final kNN accuracy.

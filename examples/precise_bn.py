@@ -1,4 +1,4 @@
-"""Precise BN vs a stale EMA ("false overfitting", DESIGN.md 1.3): after a
+"""Precise BN vs a stale EMA ("false overfitting", docs/design.md §4): after a
 short training whose BN moving statistics use momentum 0.99, the inference
 accuracy with those EMA statistics, after `precise_batch_norm` re-estimates
 them for the final weights, and with train-mode (batch) statistics.

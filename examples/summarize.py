@@ -7,12 +7,12 @@ import os
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 EXPERIMENTS = (
-    ("bn_leak", "DESIGN.md 1.1: cross-replica BN leak"),
+    ("bn_leak", "docs/design.md §4: cross-replica BN leak"),
     ("dcl_vs_infonce", "DCL paper: decoupling helps small batches"),
-    ("gradcache_equivalence", "GradCache (DESIGN.md Part 3): exact big-batch gradients"),
-    ("mocov3_stability", "MoCo v3 (DESIGN.md 1.2): gradient spikes and the frozen patch "
+    ("gradcache_equivalence", "GradCache (docs/design.md §6): exact big-batch gradients"),
+    ("mocov3_stability", "MoCo v3 (docs/design.md §5): gradient spikes and the frozen patch "
                          "projection"),
-    ("precise_bn", "DESIGN.md 1.3: stale BN statistics and Precise BN"),
+    ("precise_bn", "docs/design.md §4: stale BN statistics and Precise BN"),
     ("dual_encoder_wordnet", "CLIP-style dual encoder: temperature and replicas"),
 )
 

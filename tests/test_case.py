@@ -13,7 +13,7 @@ import tensorflow as tf
 
 from keras_contrast import distribute
 
-# DESIGN.md "Exactness is the spec": float32 rtol 1e-5 with atol 1e-6·max|ref|.
+# docs/design.md §1 ("Exactness is the spec"): float32 rtol 1e-5 with atol 1e-6·max|ref|.
 RTOL = 1e-5
 
 

@@ -1,4 +1,4 @@
-"""Gradient infinity-norm monitor (DESIGN.md 1.2)."""
+"""Gradient infinity-norm monitor (docs/design.md §5)."""
 
 import keras
 
@@ -20,7 +20,7 @@ class GradientNormMonitor(keras.callbacks.Callback):
 
     MoCo v3 found that training instability with ViTs shows as spikes in
     the first layer's gradient infinity norm, tens of steps before the last
-    layer's (DESIGN.md 1.2). A callback cannot see gradients, so this one
+    layer's (docs/design.md §5). A callback cannot see gradients, so this one
     asks the model's train step to compute them
     (`keras_contrast.training.watch_gradient_norms`; `ContrastiveModel`s and
     `GradCache` support it): the step logs `grad_inf_norm/<name>`, the

@@ -15,7 +15,7 @@ class PreciseBN(keras.callbacks.Callback):
     `keras_contrast.normalization.precise_batch_norm` on the model, so that
     the moving statistics are the population statistics of the current
     weights instead of an EMA biased by the weights of the last iterations
-    (DESIGN.md 1.3).
+    (docs/design.md §4).
 
     When it runs: after the epoch's last training step and **before** that
     epoch's validation (it runs in `on_test_begin` of the evaluation that

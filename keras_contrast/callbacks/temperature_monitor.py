@@ -11,7 +11,7 @@ class TemperatureMonitor(keras.callbacks.Callback):
     """Logs the learnable temperature τ at the end of every epoch.
 
     A drifting learnable temperature is one source of oscillating training
-    (DESIGN.md 1.2); this puts τ of the model's `LearnableTemperature`
+    (docs/design.md §5); this puts τ of the model's `LearnableTemperature`
     layers into the epoch logs (`temperature`, or `temperature/<layer>`
     when there are several) and into `history`.
 

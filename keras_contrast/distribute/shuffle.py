@@ -102,7 +102,7 @@ def shuffle_permutation(seed, num_replicas, local_batch):
 def shuffle_across_replicas(x, seed):
     """Shuffles a batch across replicas, returning the rows and an unshuffle.
 
-    Shuffle BN (MoCo v1, DESIGN.md 1.1): when the key encoder has
+    Shuffle BN (MoCo v1, docs/design.md §4): when the key encoder has
     BatchNorm with per-replica statistics, a query and its positive key
     must not be normalised with statistics of the same subset of samples,
     or the network learns to recognise the positive by its statistics.

@@ -17,7 +17,7 @@ class FrozenBatchNormalization(keras.layers.BatchNormalization):
     `gamma · (x - moving_mean) / sqrt(moving_variance + epsilon) + beta` in
     training and in inference: a fixed affine map per channel. This is the
     usual BN treatment when fine-tuning a pre-trained backbone with small or
-    non-i.i.d. batches, and at the end of a model (DESIGN.md 1.3).
+    non-i.i.d. batches, and at the end of a model (docs/design.md §4).
 
     The statistics are frozen by the layer itself, whatever `trainable` is:
     Keras' `BatchNormalization` switches to inference mode when

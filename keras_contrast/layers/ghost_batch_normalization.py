@@ -233,7 +233,7 @@ class GhostBatchNormalization(ReplicaMeanStatistics, keras.layers.BatchNormaliza
     `virtual_batch_size` samples and each group is normalised with its own
     mean and biased variance (over the group's samples and every axis but
     `axis`). This sets the normalization batch size independently of the
-    SGD batch size (DESIGN.md 1.3): a smaller normalization batch adds
+    SGD batch size (docs/design.md §4): a smaller normalization batch adds
     regularising noise, and a big batch on few devices normalises like the
     same batch spread over many. Inference uses the moving statistics and
     accepts any batch size, exactly as `keras.layers.BatchNormalization`.

@@ -33,7 +33,7 @@ class ProjectionHead(keras.layers.Layer):
     is `ProjectionHead((4096, 4096, 256), last_norm=True,
     last_norm_affine=False)` and its predictor `ProjectionHead((4096, 256),
     last_norm=True, last_norm_affine=False)`, with `norm="sync"` under a
-    strategy (DESIGN.md 1.2). A Dense followed by a norm has no bias (the
+    strategy (docs/design.md §5). A Dense followed by a norm has no bias (the
     norm's shift replaces it).
 
     Args:

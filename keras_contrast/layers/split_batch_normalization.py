@@ -31,7 +31,7 @@ class SplitBatchNormalization(keras.layers.Layer):
     on those samples alone). A domain without samples in the batch keeps
     its moving statistics unchanged. In inference, each sample is
     normalised with its own domain's moving statistics. This keeps BN from
-    mixing the statistics of non-i.i.d. populations (DESIGN.md 1.3,
+    mixing the statistics of non-i.i.d. populations (docs/design.md §4,
     "Separate BN").
 
     The per-domain state lives in `domain_layers`, one

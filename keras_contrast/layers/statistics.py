@@ -54,7 +54,7 @@ def _in_replica_of_several():
 def frozen_statistics():
     """Within this context, keras_contrast BatchNorm layers called in training
     mode normalise with batch statistics but leave their moving statistics
-    untouched (DESIGN.md 1.3, the GAN fake-batch case).
+    untouched (docs/design.md §4, the GAN fake-batch case).
 
     Keras passes only `training` and `mask` to nested layers, so a keyword
     argument cannot reach a BN layer inside a functional model or a

@@ -19,7 +19,7 @@ class DualEncoder(ContrastiveModel):
     Input: a pair `(inputs_a, inputs_b)` (or a dict with keys `"a"` and
     `"b"`) of matching samples; output `(batch, 2, projection_dim)` with
     view 0 = tower A and view 1 = tower B, the layout `CLIPLoss` takes
-    (DESIGN.md Conventions). Each tower is followed by a linear projection.
+    (docs/design.md §1). Each tower is followed by a linear projection.
 
     With `learnable_temperature=True` the model owns a
     `LearnableTemperature` (log-scale weight, CLIP's initialisation

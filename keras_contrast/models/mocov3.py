@@ -15,7 +15,7 @@ from keras_contrast.training.momentum import momentum_copy
 
 @keras_contrast_export("keras_contrast.models.MoCoV3")
 class MoCoV3(MomentumEncoderModel):
-    """MoCo v3 (Chen, Xie, He, 2021; DESIGN.md 1.2).
+    """MoCo v3 (Chen, Xie, He, 2021; docs/design.md §5).
 
     Query encoder: backbone + 3-layer projector + 2-layer predictor (BN in
     both MLPs, the last one without affine terms; `projection_norm="sync"`

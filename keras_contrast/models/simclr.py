@@ -54,7 +54,7 @@ class SimCLR(ContrastiveModel):
     views stacked, so BatchNorm sees one batch of `2·batch` images
     (per replica; `norm="sync"` in the backbone makes it global).
 
-    `shuffle_bn=True` applies MoCo's Shuffle BN (DESIGN.md 1.1, 1.3): the
+    `shuffle_bn=True` applies MoCo's Shuffle BN (docs/design.md §4): the
     second view is shuffled across replicas before backbone and head and
     unshuffled after, so the two views of a sample are never normalised
     with statistics of the same samples; each view is then its own BN batch.

@@ -113,7 +113,7 @@ class ViTBackbone(keras.Model):
     `freeze_patch_projection=True` keeps the patch → token projection at its
     random initialisation (the layer is not trainable, so the optimizer
     never sees it): MoCo v3's fix for the training instability that starts
-    in the first layer's gradients (DESIGN.md 1.2).
+    in the first layer's gradients (docs/design.md §5).
 
     Args:
         variant: `"tiny"` (192 wide, 3 heads), `"small"` (384, 6) or

@@ -118,7 +118,7 @@ def convert_batch_norm(model, to, **kwargs):
     original model is left untouched and shares no variables with the copy.
     Call it inside `strategy.scope()` to train the copy under a strategy.
 
-    Kinds (DESIGN.md "Normalization names"):
+    Kinds (docs/design.md §4.1):
         "batch": `keras_contrast.layers.BatchNormalization` (honours
             `frozen_statistics()`), with `synchronized=False` and
             `renorm=False` whatever the source layer had.
@@ -215,7 +215,7 @@ def freeze_batch_norm(model, affine_trainable=False):
     """Returns a copy of `model` whose BN layers are `FrozenBatchNormalization`.
 
     The copy normalises with the moving statistics in training too and never
-    updates them (fine-tuning, DESIGN.md 1.3); γ/β train only if
+    updates them (fine-tuning, docs/design.md §4); γ/β train only if
     `affine_trainable`. Unlike `layer.trainable = False`, which Keras also
     uses to switch BN to inference mode, this leaves every other layer
     trainable and is explicit about the statistics.

@@ -25,8 +25,8 @@ _REQUIRED = {"ghost": "virtual_batch_size", "split": "num_domains", "group": "gr
 
 @keras_contrast_export("keras_contrast.normalization.normalization_layer")
 def normalization_layer(norm, name=None, **kwargs):
-    """Creates the normalization layer named `norm` (DESIGN.md
-    "Normalization names").
+    """Creates the normalization layer named `norm` (docs/design.md
+    §4.1).
 
     Args:
         norm: one of `"batch"` (`keras_contrast.layers.BatchNormalization`),

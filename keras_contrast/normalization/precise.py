@@ -366,7 +366,7 @@ def _precise_batch_norm(model, dataset, num_batches, order, dataset_argument):
 def precise_batch_norm(model, dataset, num_batches=200, order="one_sweep"):
     """Sets every BN layer's moving statistics to population statistics.
 
-    Precise BN (DESIGN.md 1.3): with the weights fixed, runs forward passes
+    Precise BN (docs/design.md §4): with the weights fixed, runs forward passes
     in which the BN layers normalise with batch statistics, and replaces
     each layer's exponential moving average, which can be far from the
     statistics of the current weights ("false overfitting"), by the
@@ -418,7 +418,7 @@ def precise_batch_norm(model, dataset, num_batches=200, order="one_sweep"):
         dataset: a `tf.data.Dataset` or an iterable of batches `x`, `(x,)`,
             `(x, y)` or `(x, y, sample_weight)` (only `x` is used). Fewer
             than `num_batches` batches: all of them are used, with a warning.
-        num_batches: int >= 1. Batches to read per pass (DESIGN.md: 100 to
+        num_batches: int >= 1. Batches to read per pass (docs/design.md §4: 100 to
             1000).
         order: `"one_sweep"` or `"layer_by_layer"`.
 
@@ -447,7 +447,7 @@ def precise_batch_norm(model, dataset, num_batches=200, order="one_sweep"):
 def adapt_batch_norm(model, target_dataset, num_batches=200):
     """Adaptive BN: re-estimates the BN statistics on target-domain data.
 
-    Test-time domain adaptation (Li et al., 2016; DESIGN.md 1.3): a model
+    Test-time domain adaptation (Li et al., 2016; docs/design.md §4): a model
     trained on a source domain keeps its weights, and every BN layer's
     moving statistics are replaced by the population statistics of the
     target domain, which removes the per-channel shift and scale of the

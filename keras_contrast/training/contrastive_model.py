@@ -1,5 +1,5 @@
 """The base of keras_contrast's ready models: Keras' training step with a
-once-per-step hook and gradient infinity-norm logs (DESIGN.md 1.2)."""
+once-per-step hook and gradient infinity-norm logs (docs/design.md §5)."""
 
 import warnings
 
@@ -242,7 +242,7 @@ class ContrastiveModel(keras.Model):
     - gradient infinity norms: after `watch_gradient_norms(model, layers)`
       (what `keras_contrast.callbacks.GradientNormMonitor` does), the step
       adds `grad_inf_norm/<layer>` = max |g| of the global-batch gradient
-      of those layers to the logs (DESIGN.md 1.2: spikes show in the first
+      of those layers to the logs (docs/design.md §5: spikes show in the first
       layer before the last).
 
     - `training_optimizer`: the optimizer whose `iterations` count this

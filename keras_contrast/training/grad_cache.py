@@ -1,5 +1,5 @@
 """Contrastive gradient cache: a big contrastive batch with the backward
-memory of one chunk (DESIGN.md 1.4)."""
+memory of one chunk (docs/design.md §6)."""
 
 import inspect
 import threading
@@ -131,7 +131,7 @@ def _add(accumulated, gradients):
 class GradCache(keras.Model):
     """Trains an embedding model on a contrastive batch too big for one
     backward pass, with the exact gradient of the big batch (gradient cache,
-    Gao et al., 2021; DESIGN.md 1.4).
+    Gao et al., 2021; docs/design.md §6).
 
     A contrastive loss couples every sample to every other one, but its
     gradient factorises: with `h_i = f_θ(x_i)` and `g_i = ∂L/∂h_i` taken on
@@ -192,7 +192,7 @@ class GradCache(keras.Model):
 
     BatchNorm: every chunk is normalised with its own statistics, in both
     passes, so a model with batch statistics trains as a Ghost-BN model with
-    ghost batch = chunk (NBS = chunk size; DESIGN.md 1.3), unless its BN is
+    ghost batch = chunk (NBS = chunk size; docs/design.md §4), unless its BN is
     synchronised across replicas. Moving statistics are updated once per
     chunk, in the first pass: during the second pass the `momentum` of every
     BN layer (Keras' `BatchNormalization` and its subclasses, including

@@ -1,5 +1,5 @@
 """Independent float64 NumPy references of the losses, written anchor by
-anchor from the formulas of DESIGN.md 1.2 / 1.5 (no shared code with the
+anchor from the formulas of docs/design.md §2 (no shared code with the
 library), and a finite-difference gradient."""
 
 import numpy as np
