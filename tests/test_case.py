@@ -1,5 +1,6 @@
 """Shared test helpers: tolerances, strategies, serialization round trips."""
 
+import contextlib
 import json
 import os
 import socket
@@ -42,6 +43,21 @@ class GradientRecorder(keras.optimizers.Optimizer):
 
     def gradients(self):
         return [v.numpy() for v in self.recorded]
+
+
+@contextlib.contextmanager
+def float64_config():
+    """floatx and the global dtype policy at float64 (Keras caches the
+    policy the first time a layer asks for it, so floatx alone does not
+    reach the layers built afterwards), both restored after."""
+    previous_floatx, previous_policy = keras.config.floatx(), keras.config.dtype_policy()
+    keras.config.set_floatx("float64")
+    keras.config.set_dtype_policy("float64")
+    try:
+        yield
+    finally:
+        keras.config.set_floatx(previous_floatx)
+        keras.config.set_dtype_policy(previous_policy)
 
 
 def strategy(num_replicas):

@@ -18,17 +18,8 @@ RTOL = 1e-10
 
 @pytest.fixture(autouse=True)
 def float64():
-    # Keras caches the global dtype policy the first time a layer asks for
-    # it (any earlier test in this process), so floatx alone would not reach
-    # the layers built here: set both, restore both.
-    previous_floatx, previous_policy = keras.config.floatx(), keras.config.dtype_policy()
-    keras.config.set_floatx("float64")
-    keras.config.set_dtype_policy("float64")
-    try:
+    with test_case.float64_config():
         yield
-    finally:
-        keras.config.set_floatx(previous_floatx)
-        keras.config.set_dtype_policy(previous_policy)
 
 
 def close(actual, expected, msg=""):

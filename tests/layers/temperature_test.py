@@ -12,7 +12,6 @@ from keras_contrast import layers
 from keras_contrast import losses
 from tests import test_case
 from tests.losses import reference
-from tests.losses.float64_test import float64_config
 
 
 class TemperatureModel(keras.Model):
@@ -142,7 +141,7 @@ def test_clip_value_rejects_bad_bounds(kwargs):
 
 
 def test_float64_weight_and_exact_clip_loss_under_floatx_float64():
-    with float64_config():
+    with test_case.float64_config():
         layer = layers.LearnableTemperature(0.07)
         assert layer.log_scale.dtype == "float64"
         temperature = layer()

@@ -2,7 +2,6 @@
 embeddings: computed in float64, equal to the float64 NumPy reference to
 float64 precision (a float32 computation is ~1e-7 off)."""
 
-import contextlib
 
 import keras
 import numpy as np
@@ -18,24 +17,9 @@ FLOAT64_RTOL = 1e-11
 LABELLED = [case for case in CASES if case.name.startswith(("infonce", "dcl_", "clip"))]
 
 
-@contextlib.contextmanager
-def float64_config():
-    """floatx and the global dtype policy at float64 (Keras caches the
-    policy the first time a layer asks for it, so floatx alone does not
-    reach the layers built afterwards), both restored after."""
-    previous_floatx, previous_policy = keras.config.floatx(), keras.config.dtype_policy()
-    keras.config.set_floatx("float64")
-    keras.config.set_dtype_policy("float64")
-    try:
-        yield
-    finally:
-        keras.config.set_floatx(previous_floatx)
-        keras.config.set_dtype_policy(previous_policy)
-
-
 @pytest.fixture
 def floatx_float64():
-    with float64_config():
+    with test_case.float64_config():
         yield
 
 
