@@ -5,8 +5,8 @@ import tensorflow as tf
 
 from keras_contrast.api_export import keras_contrast_export
 from keras_contrast.checks import check_writable_directory
-from keras_contrast.training.grad_cache import GradCache
-from keras_contrast.training.grad_cache import encoder_of
+from keras_contrast.training.contrastive_model import encoder_of
+from keras_contrast.training.step import TrainStep
 
 _DUAL_ATTRIBUTES = ("tower_a", "tower_b", "encode_a", "encode_b")
 
@@ -114,8 +114,8 @@ def export_dual_encoder(model, path, input_signature_a=None, input_signature_b=N
     >>> export_dual_encoder(dual, "/tmp/dual")
     >>> tf.saved_model.load("/tmp/dual").encode_a(queries)
     """
-    if isinstance(model, GradCache):
-        model = model.model
+    if isinstance(model, TrainStep):
+        model = model.trained_model()  # the model a GradCache wraps
     missing = [name for name in _DUAL_ATTRIBUTES if not hasattr(model, name)]
     if missing or not isinstance(model, keras.layers.Layer):
         raise ValueError(

@@ -3,14 +3,14 @@
 import keras
 
 from keras_contrast.api_export import keras_contrast_export
-from keras_contrast.training.contrastive_model import LOG_PREFIX
-from keras_contrast.training.contrastive_model import ContrastiveModel
-from keras_contrast.training.grad_cache import GradCache
-from keras_contrast.training.contrastive_model import watch_gradient_norms
+from keras_contrast.training.step import LOG_PREFIX
+from keras_contrast.training.step import TrainStep
+from keras_contrast.training.step import watch_gradient_norms
 
 
 def _computes_norms(model):
-    return isinstance(model, (ContrastiveModel, GradCache))
+    """ContrastiveModel and GradCache: their train step computes the norms."""
+    return isinstance(model, TrainStep)
 
 
 @keras_contrast_export("keras_contrast.callbacks.GradientNormMonitor")

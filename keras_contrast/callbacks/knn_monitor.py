@@ -7,7 +7,7 @@ from keras_contrast.checks import is_positive_int
 from keras_contrast.evaluation.knn import _as_arrays
 from keras_contrast.evaluation.knn import check_vote_arguments
 from keras_contrast.evaluation.knn import knn_accuracy
-from keras_contrast.training.grad_cache import encoder_of
+from keras_contrast.training.contrastive_model import encoder_of
 
 
 # Holds its datasets, so it is not registered for serialization (as PreciseBN).

@@ -84,6 +84,16 @@ class DualEncoder(ContrastiveModel):
             else None
         )
 
+    @property
+    def encoder(self):
+        """A dual encoder has two encoders, not one: reading `encoder` raises
+        an AttributeError that names them."""
+        raise AttributeError(
+            "A DualEncoder has two encoders, not one `encoder`: embed with `encode_a` / "
+            "`encode_b` (towers `tower_a` / `tower_b`) and export with "
+            "keras_contrast.export.export_dual_encoder."
+        )
+
     @staticmethod
     def _split_inputs(inputs):
         if isinstance(inputs, dict):

@@ -1,144 +1,19 @@
-"""The base of keras_contrast's ready models: Keras' training step with a
-once-per-step hook and gradient infinity-norm logs (docs/design.md §5)."""
-
-import warnings
+"""The base of keras_contrast's ready models and its contract with the train
+steps that fit them (its own, or a wrapping `GradCache`'s; docs/design.md
+§7): the network to evaluate (`encoder`), the once-per-step hook
+(`after_optimizer_step`), the optimizer that counts the steps
+(`training_optimizer`), the metrics it updates itself (`model_metrics`) and
+the one way to assemble its loss (`assemble_loss`)."""
 
 import keras
 import tensorflow as tf
 
 from keras_contrast.api_export import keras_contrast_export
 from keras_contrast.losses.contrastive_loss import reduce_contrastive
-
-# Where a model keeps the variable groups whose gradient inf-norm its train
-# step logs: {log name: [variables]}, set by `watch_gradient_norms`.
-_GROUPS_ATTRIBUTE = "_kc_gradient_norm_groups"
-LOG_PREFIX = "grad_inf_norm/"
-
-
-def _layer_path(variable):
-    path = getattr(variable, "path", None) or variable.name
-    return path.rsplit("/", 1)[0] if "/" in path else path
-
-
-def resolve_gradient_norm_groups(model, layers="first_last"):
-    """The variable groups whose gradient inf-norm to log.
-
-    Args:
-        model: a Keras model (a `GradCache` resolves through its wrapped
-            model: both hold the same variables).
-        layers: `"first_last"`: the layer owning the first trainable
-            variable and the one owning the last (in `trainable_variables`
-            order, which follows the layers' order in a functional model);
-            or a list of layers or layer names (a name matches every
-            trainable variable whose path has it as a component).
-
-    Returns:
-        A dict `{log name: [variables]}` with log names
-        `grad_inf_norm/<layer>` (`grad_inf_norm/first` and
-        `grad_inf_norm/last` for `"first_last"`).
-    """
-    variables = list(model.trainable_variables)
-    if not variables:
-        raise ValueError("The model has no trainable variables to monitor.")
-    if layers == "first_last":
-        first, last = _layer_path(variables[0]), _layer_path(variables[-1])
-        return {
-            LOG_PREFIX + "first": [v for v in variables if _layer_path(v) == first],
-            LOG_PREFIX + "last": [v for v in variables if _layer_path(v) == last],
-        }
-    if isinstance(layers, (str, keras.layers.Layer)):
-        layers = [layers]
-    if not isinstance(layers, (list, tuple)) or not layers:
-        raise ValueError(
-            f'`layers` must be "first_last" or a non-empty list of layers or '
-            f"layer names, got {layers!r}."
-        )
-    groups = {}
-    for layer in layers:
-        if isinstance(layer, keras.layers.Layer):
-            watched = {id(v) for v in layer.trainable_variables}
-            group = [v for v in variables if id(v) in watched]
-            name = layer.name
-        elif isinstance(layer, str):
-            group = [
-                v
-                for v in variables
-                if layer in (getattr(v, "path", None) or v.name).split("/")[:-1]
-            ]
-            name = layer
-        else:
-            raise ValueError(f"`layers` entries must be layers or names, got {layer!r}.")
-        if not group:
-            raise ValueError(f"Layer {name!r} has no trainable variables in the model.")
-        groups[LOG_PREFIX + name] = group
-    return groups
-
-
-@keras_contrast_export("keras_contrast.training.watch_gradient_norms")
-def watch_gradient_norms(model, layers="first_last"):
-    """Makes the train step of `model` log gradient infinity norms.
-
-    Works for `ContrastiveModel` subclasses and `GradCache`; the next
-    `fit` retraces the step. `keras_contrast.callbacks.GradientNormMonitor`
-    calls it; use `layers=None` to stop.
-
-    Args:
-        model: a `ContrastiveModel` or `GradCache`.
-        layers: see `resolve_gradient_norm_groups`, or None to stop.
-
-    Returns:
-        The dict `{log name: [variables]}` now watched (empty for None).
-    """
-    groups = {} if layers is None else resolve_gradient_norm_groups(model, layers)
-    # A plain attribute: Keras would track a dict of variables as new state.
-    object.__setattr__(model, _GROUPS_ATTRIBUTE, groups)
-    # Keras reuses a traced train function across `fit` calls.
-    model.train_function = None
-    return groups
-
-
-def gradient_norm_logs(model, gradients, variables):
-    """`{log name: max |g|}` of the watched groups, for the gradient of the
-    whole global batch: under a strategy each replica holds the gradient of
-    its share of the loss, so they are summed across replicas first (every
-    replica then logs the same value). Loss scaling is undone.
-
-    Args:
-        model: the model whose train step calls this.
-        gradients: the (loss-scaled) gradients of `variables`.
-        variables: the variables, as given to the optimizer.
-    """
-    groups = getattr(model, _GROUPS_ATTRIBUTE, None)
-    if not groups:
-        return {}
-    by_id = {id(v): g for v, g in zip(variables, gradients)}
-    optimizer = getattr(model, "optimizer", None)
-    scale = None
-    if isinstance(optimizer, keras.optimizers.LossScaleOptimizer):
-        # The scale the loss was multiplied by (`scale_loss` uses the
-        # initial scale until the optimizer is built, at its first apply).
-        scale = optimizer.dynamic_scale if optimizer.built else optimizer.initial_scale
-        scale = tf.cast(scale, tf.float32)
-    names, flat = [], []
-    for name, group in groups.items():
-        for variable in group:
-            gradient = by_id.get(id(variable))
-            names.append(name)
-            if gradient is None:
-                flat.append(tf.zeros(variable.shape, tf.float32))
-            else:
-                flat.append(tf.cast(tf.convert_to_tensor(gradient), tf.float32))
-    context = tf.distribute.get_replica_context()
-    if context is not None and context.num_replicas_in_sync > 1:
-        flat = context.all_reduce(tf.distribute.ReduceOp.SUM, flat)
-    logs = {}
-    for name, gradient in zip(names, flat):
-        value = tf.reduce_max(tf.abs(gradient)) if gradient.shape.num_elements() else 0.0
-        if scale is not None:
-            value = value / scale
-        logs[name] = value if name not in logs else tf.maximum(logs[name], value)
-    return logs
-
+from keras_contrast.training.step import TrainStep
+from keras_contrast.training.step import Untracked
+from keras_contrast.training.step import logs_for_strategy
+from keras_contrast.training.step import training_loss
 
 # The reductions `assemble_loss` takes: each gives a scalar whose replica
 # sum is the loss of the global batch.
@@ -229,34 +104,64 @@ def check_training_reduction(reduction, loss_name="loss"):
         )
 
 
+
+class _Required:
+    """An attribute that subclasses must provide, as an attribute set in
+    `__init__` or as a property; reading it where they did not raises an
+    AttributeError that says so. (A non-data descriptor: an instance
+    attribute of the same name takes its place.)"""
+
+    def __init__(self, doc):
+        self.__doc__ = doc
+
+    def __set_name__(self, owner, name):
+        self.name = name
+
+    def __get__(self, instance, owner=None):
+        if instance is None:
+            return self
+        raise AttributeError(
+            f"{type(instance).__name__} has no `{self.name}`: {self.__doc__} Set "
+            f"`self.{self.name}` in `__init__` or define an `{self.name}` property."
+        )
+
+
 @keras_contrast_export("keras_contrast.training.ContrastiveModel")
-class ContrastiveModel(keras.Model):
+class ContrastiveModel(TrainStep, keras.Model):
     """Base class of the ready contrastive models (`SimCLR`, `MoCoV3`, ...).
 
-    Keras' own training step, plus two things contrastive training needs:
+    Keras' training step, written once for this class and `GradCache`
+    (`keras_contrast.training.step`), plus the contract between a model and
+    the train step that fits it, its own or a wrapping `GradCache`'s:
 
+    - `encoder`: the network to evaluate and export (the backbone). Every
+      ready model but `DualEncoder` (two towers) has one; a subclass sets
+      `self.encoder` or defines the property, and reading it where neither
+      was done raises an AttributeError saying so.
     - `after_optimizer_step()`: override it for work that must happen once
       per optimizer step, after the weights changed (a momentum encoder's
       EMA update). The step calls it exactly once; `GradCache` calls the
       wrapped model's hook the same way.
+    - `training_optimizer`: the optimizer whose `iterations` count this
+      model's training steps, for per-step schedules and per-step
+      randomness (Shuffle BN's seed): the model's own, or the one a wrapping
+      train step declared with `set_training_optimizer` (`GradCache` does in
+      `compile`).
+    - `model_metrics`: metrics the model updates itself in `compute_loss`
+      (MoCo's `pretext_accuracy`), which a wrapping `GradCache` logs too.
+    - `compute_loss`: a subclass may override it to feed weights of its own
+      (a learnable temperature) to the loss; the override returns
+      `keras_contrast.training.assemble_loss(...)`, which reduces over the
+      global batch and adds the weight regularizers once, as Keras' own
+      `compute_loss` would. `GradCache` delegates to that override.
     - gradient infinity norms: after `watch_gradient_norms(model, layers)`
       (what `keras_contrast.callbacks.GradientNormMonitor` does), the step
       adds `grad_inf_norm/<layer>` = max |g| of the global-batch gradient
-      of those layers to the logs (docs/design.md §5: spikes show in the first
-      layer before the last).
+      of those layers to the logs (docs/design.md §5: spikes show in the
+      first layer before the last).
 
-    - `training_optimizer`: the optimizer whose `iterations` count this
-      model's training steps (its own, or a wrapping `GradCache`'s), for
-      per-step schedules and per-step randomness (Shuffle BN's seed).
-    - `model_metrics`: metrics the model updates itself in `compute_loss`
-      (MoCo's `pretext_accuracy`), which a wrapping `GradCache` logs too.
-
-    Subclasses implement `call` (returning the `(batch, views, dim)`
-    embeddings the contrastive losses take) and may override `compute_loss`
-    to feed weights of their own (a learnable temperature) to the loss; such
-    an override returns `keras_contrast.training.assemble_loss(...)`, which
-    reduces over the global batch and adds the weight regularizers once, as
-    Keras' own `compute_loss` would.
+    Subclasses implement `call`, returning the `(batch, views, dim)`
+    embeddings the contrastive losses take.
 
     Example:
     >>> class Siamese(keras_contrast.training.ContrastiveModel):
@@ -269,8 +174,11 @@ class ContrastiveModel(keras.Model):
     ...         return keras.ops.reshape(self.encoder(flat, training=training), (b, 2, -1))
     """
 
-    def after_optimizer_step(self):
-        """Runs once per training step, after the optimizer update."""
+    encoder = _Required("the network to evaluate and export (e.g. the backbone).")
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self._training_optimizer = Untracked(None)
 
     @property
     def model_metrics(self):
@@ -281,60 +189,57 @@ class ContrastiveModel(keras.Model):
 
     @property
     def training_optimizer(self):
-        """The optimizer that trains this model: its own, or that of a
-        `GradCache` wrapping it (whose `iterations` then count the steps)."""
-        optimizer = getattr(self, "_kc_outer_optimizer", None)
+        """The optimizer that trains this model, whose `iterations` count its
+        steps: the one declared with `set_training_optimizer`, else the
+        model's own (None before `compile`)."""
+        # Keras' `.keras` saver walks properties too: under a GradCache the
+        # optimizer's variables are saved under this name, which files
+        # written since this property exists hold. Keep the name.
+        optimizer = self._training_optimizer.value
         return optimizer if optimizer is not None else getattr(self, "optimizer", None)
+
+    def set_training_optimizer(self, optimizer):
+        """Declares the optimizer that trains this model when another model's
+        train step fits it (`GradCache.compile` calls this with its own
+        optimizer); None returns to the model's own.
+
+        The optimizer stays the trainer's state: it is held untracked, so
+        this model's checkpoint dependencies and weights do not change.
+
+        Args:
+            optimizer: a `keras.optimizers.Optimizer`, or None.
+        """
+        if optimizer is not None and not isinstance(optimizer, keras.optimizers.Optimizer):
+            raise TypeError(
+                "`optimizer` must be a keras.optimizers.Optimizer or None, got "
+                f"{type(optimizer).__name__}."
+            )
+        self._training_optimizer = Untracked(optimizer)
 
     def train_step(self, data):
         x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
         with tf.GradientTape() as tape:
             y_pred = self(x, training=True)
-            loss = self._compute_loss(
-                x=x, y=y, y_pred=y_pred, sample_weight=sample_weight, training=True
-            )
-            self._loss_tracker.update_state(
-                unscale_loss_for_distribution(loss),
-                sample_weight=tf.shape(keras.tree.flatten(x)[0])[0],
-            )
-            if self.optimizer is not None:
-                loss = self.optimizer.scale_loss(loss)
-        logs = {}
-        trainable_weights = self.trainable_weights
-        if trainable_weights:
-            gradients = tape.gradient(loss, trainable_weights)
-            logs = gradient_norm_logs(self, gradients, trainable_weights)
-            self.optimizer.apply_gradients(zip(gradients, trainable_weights))
-        else:
-            warnings.warn("The model does not have any trainable weights.")
-        self.after_optimizer_step()
-        metrics = self.compute_metrics(x, y, y_pred, sample_weight=sample_weight)
-        return logs_for_strategy({**metrics, **logs})
+            scaled_loss = training_loss(self, x, y, y_pred, sample_weight)
+        variables = self.trainable_weights
+        gradients = tape.gradient(scaled_loss, variables) if variables else []
+        return self.finish_train_step(gradients, variables, x, y, y_pred, sample_weight)
 
     def test_step(self, data):
         return logs_for_strategy(super().test_step(data))
 
 
-def logs_for_strategy(logs):
-    """The step's logs, shaped so that Keras can reduce them.
+def encoder_of(model):
+    """The network to evaluate or export: the `encoder` of `model` (of the
+    model a `GradCache` trains, when given one) when it has one, else that
+    model.
 
-    With several workers Keras 3 averages every log with
-    `strategy.reduce("MEAN", value, axis=0)`, which fails on the scalars
-    its own metrics return; a leading axis of length 1 gives the same mean.
+    Args:
+        model: a Keras model.
+
+    Returns:
+        A Keras model or layer.
     """
-    strategy = tf.distribute.get_strategy()
-    extended = strategy.extended
-    if not getattr(extended, "_in_multi_worker_mode", lambda: False)():
-        return logs
-    logs = {name: tf.convert_to_tensor(value) for name, value in logs.items()}
-    return {name: tf.reshape(value, [1]) if value.shape.rank == 0 else value
-            for name, value in logs.items()}
-
-
-def unscale_loss_for_distribution(loss):
-    """Keras divides each replica's loss by the number of replicas; its loss
-    tracker multiplies it back (as `keras.Model.train_step` does)."""
-    replicas = tf.distribute.get_strategy().num_replicas_in_sync
-    if replicas > 1:
-        loss = loss * tf.cast(replicas, loss.dtype)
-    return loss
+    if isinstance(model, TrainStep):
+        model = model.trained_model()
+    return getattr(model, "encoder", model)

@@ -1,9 +1,7 @@
 """Contrastive gradient cache: a big contrastive batch with the backward
 memory of one chunk (docs/design.md §6)."""
 
-import inspect
 import threading
-import warnings
 
 import keras
 import tensorflow as tf
@@ -11,9 +9,10 @@ import tensorflow as tf
 from keras_contrast.api_export import keras_contrast_export
 from keras_contrast.checks import is_positive_int
 from keras_contrast.layers.split_batch_normalization import SplitBatchNormalization
-from keras_contrast.training.contrastive_model import gradient_norm_logs
-from keras_contrast.training.contrastive_model import logs_for_strategy
-from keras_contrast.training.contrastive_model import unscale_loss_for_distribution
+from keras_contrast.training.contrastive_model import ContrastiveModel
+from keras_contrast.training.step import TrainStep
+from keras_contrast.training.step import call_compute_loss
+from keras_contrast.training.step import training_loss
 
 # Layers whose `momentum` attribute drives a moving-statistics update that
 # pass 3 must not repeat.
@@ -128,7 +127,7 @@ def _add(accumulated, gradients):
 
 
 @keras_contrast_export("keras_contrast.training.GradCache")
-class GradCache(keras.Model):
+class GradCache(TrainStep, keras.Model):
     """Trains an embedding model on a contrastive batch too big for one
     backward pass, with the exact gradient of the big batch (gradient cache,
     Gao et al., 2021; docs/design.md §6).
@@ -152,10 +151,11 @@ class GradCache(keras.Model):
        recorded its backward graph: it back-propagates `g` through that
        graph instead of forwarding again, saving 1/k of a forward pass);
     4. applies the summed gradient once through the optimizer, then calls the
-       wrapped model's `after_optimizer_step()` if it has one (e.g. a
-       momentum-encoder EMA update), exactly once per step. (A
-       `ContrastiveModel`'s `training_optimizer` is then this wrapper's
-       optimizer, so a schedule can read `iterations`.)
+       wrapped model's `after_optimizer_step()` (declared by
+       `ContrastiveModel`; a plain Keras model may define one too), e.g. a
+       momentum-encoder EMA update, exactly once per step. (`compile` makes
+       this wrapper's optimizer a `ContrastiveModel`'s `training_optimizer`,
+       with `set_training_optimizer`, so a schedule can read `iterations`.)
 
     Memory is that of one chunk's backward pass plus the cached embeddings;
     the price is one extra forward pass. The logged `loss` is the true loss
@@ -306,7 +306,8 @@ class GradCache(keras.Model):
         # own); add those it updates itself in `compute_loss` (e.g. MoCo's
         # `pretext_accuracy`), which this step calls.
         metrics = super().metrics
-        extra = getattr(getattr(self, "model", None), "model_metrics", None) or []
+        model = getattr(self, "model", None)  # read before `__init__` sets it
+        extra = model.model_metrics if isinstance(model, ContrastiveModel) else []
         return metrics + [m for m in extra if all(m is not n for n in metrics)]
 
     @property
@@ -315,10 +316,11 @@ class GradCache(keras.Model):
 
     def compile(self, optimizer="rmsprop", loss=None, loss_weights=None, **kwargs):
         super().compile(optimizer=optimizer, loss=loss, loss_weights=loss_weights, **kwargs)
-        # The wrapped model's per-step hook may read the step count (e.g. a
-        # momentum schedule): point it at the optimizer that trains it. A
-        # plain attribute, not tracked by Keras.
-        object.__setattr__(self.model, "_kc_outer_optimizer", self.optimizer)
+        # The wrapped model's per-step hook and per-step randomness read the
+        # step count (a momentum schedule, Shuffle BN's seed): this optimizer
+        # counts its steps now.
+        if isinstance(self.model, ContrastiveModel):
+            self.model.set_training_optimizer(self.optimizer)
         if self._delegates_loss and loss is not None:
             # The wrapped model's `compute_loss` reads its own `self.loss`.
             self.model.compile(optimizer=None, loss=loss, loss_weights=loss_weights)
@@ -333,10 +335,7 @@ class GradCache(keras.Model):
 
     def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
         if self._delegates_loss:
-            compute_loss = self.model.compute_loss
-            if "training" in inspect.signature(compute_loss).parameters:
-                return compute_loss(x, y, y_pred, sample_weight, training=training)
-            return compute_loss(x, y, y_pred, sample_weight)
+            return call_compute_loss(self.model, x, y, y_pred, sample_weight, training)
         return super().compute_loss(x, y, y_pred, sample_weight, training=training)
 
     def _chunk_sizes(self, x):
@@ -385,28 +384,9 @@ class GradCache(keras.Model):
         generators = _seed_generators(self.model) if self.replay_dropout else []
         if self._momenta is None:
             self._momenta = _FrozenMomenta(self.model)
-        # The last chunk's first forward can record its backward graph, which
-        # pass 3 then reuses instead of forwarding that chunk again.
-        reuse = self.reuse_last_chunk and len(chunks) > 1
-        chain = self._chain_chunks
 
         # 1. Forward every chunk without a gradient graph, one after another.
-        embeddings, seed_states, previous = [], [], []
-        last_tape = None
-        for index, chunk in enumerate(chunks):
-            with tf.control_dependencies(previous):
-                chunk = keras.tree.map_structure(tf.identity, chunk)
-                seed_states.append([g.state.value * 1 for g in generators])
-                if reuse and index == len(chunks) - 1:
-                    with tf.GradientTape() as last_tape:
-                        last_h = self.model(chunk, training=True)
-                    h = tf.stop_gradient(last_h)
-                else:
-                    h = tf.stop_gradient(self.model(chunk, training=True))
-            _check_embeddings_shape(h.shape, "the output of `model`")
-            _check_no_call_losses(self.model)
-            embeddings.append(h)
-            previous = [h] if chain else []
+        embeddings, seed_states, last = self._forward_chunks(chunks, generators)
         final_states = [g.state.value * 1 for g in generators]
         y_pred = tf.concat(embeddings, axis=0)
         self.built = self.built or self.model.built
@@ -417,38 +397,84 @@ class GradCache(keras.Model):
         trainable_weights = self.trainable_weights
         with tf.GradientTape() as tape:
             tape.watch(y_pred)
-            loss = self._compute_loss(
-                x=x, y=y, y_pred=y_pred, sample_weight=sample_weight, training=True
-            )
-            scaled_loss = loss if self.optimizer is None else self.optimizer.scale_loss(loss)
+            scaled_loss = training_loss(self, x, y, y_pred, sample_weight)
         gradients = tape.gradient(scaled_loss, [y_pred] + trainable_weights)
         output_gradient, gradients = gradients[0], gradients[1:]
-        self._loss_tracker.update_state(
-            unscale_loss_for_distribution(loss),
-            sample_weight=tf.shape(keras.tree.flatten(x)[0])[0],
-        )
-        if not trainable_weights:
-            warnings.warn("The model does not have any trainable weights.")
-            return self.compute_metrics(x, y, y_pred, sample_weight=sample_weight)
 
-        # 3. Second forward per chunk, with gradients of Σ⟨h, g⟩. g already
-        # carries the loss scale, so the surrogate is not scaled again.
-        output_gradients = _split(output_gradient, sizes)
+        if trainable_weights:
+            # 3. Second forward per chunk, with gradients of Σ⟨h, g⟩.
+            gradients = self._backward_chunks(
+                chunks, output_gradient, _split(output_gradient, sizes), seed_states,
+                generators, last, gradients, trainable_weights,
+            )
+            previous = [g for g in gradients if g is not None]
+            with tf.control_dependencies(previous):
+                for generator, state in zip(generators, final_states):
+                    generator.state.assign(state)
+            # The barrier makes every update wait for every gradient:
+            # otherwise the update of a late layer (which needs only its own
+            # gradient) can race the last chunk's backward pass through that
+            # layer's weights.
+            with tf.control_dependencies(previous):
+                gradients = [None if g is None else tf.identity(g) for g in gradients]
+
+        # 4. One optimizer step, the wrapped model's per-step hook, the logs.
+        return self.finish_train_step(gradients, trainable_weights, x, y, y_pred, sample_weight)
+
+    def _forward_chunks(self, chunks, generators):
+        """Pass 1: each chunk's embeddings, without a gradient graph, and the
+        seed generators' states before each chunk.
+
+        With `reuse_last_chunk` (and 2+ chunks) the last chunk's forward
+        records its backward graph, which pass 3 then reuses instead of
+        forwarding that chunk again: `last` is `(tape, embeddings)`, else
+        None.
+
+        Returns:
+            `(embeddings, seed_states, last)`.
+        """
+        reuse = self.reuse_last_chunk and len(chunks) > 1
+        embeddings, seed_states, previous, last = [], [], [], None
+        for index, chunk in enumerate(chunks):
+            with tf.control_dependencies(previous):
+                chunk = keras.tree.map_structure(tf.identity, chunk)
+                seed_states.append([g.state.value * 1 for g in generators])
+                if reuse and index == len(chunks) - 1:
+                    with tf.GradientTape() as tape:
+                        h = self.model(chunk, training=True)
+                    last = (tape, h)
+                    h = tf.stop_gradient(h)
+                else:
+                    h = tf.stop_gradient(self.model(chunk, training=True))
+            _check_embeddings_shape(h.shape, "the output of `model`")
+            _check_no_call_losses(self.model)
+            embeddings.append(h)
+            previous = [h] if self._chain_chunks else []
+        return embeddings, seed_states, last
+
+    def _backward_chunks(self, chunks, output_gradient, output_gradients, seed_states,
+                         generators, last, gradients, variables):
+        """Pass 3: adds `∇θ Σ_{i ∈ chunk} ⟨h_i, g_i⟩` of every chunk to
+        `gradients`, one chunk after another, each chunk's random state
+        replayed and the BN momenta frozen. g already carries the loss scale,
+        so the surrogate is not scaled again.
+
+        Returns:
+            The summed gradients of `variables`.
+        """
+        chain = self._chain_chunks
         previous = [output_gradient]
-        if reuse:
+        if last is not None:
             # ∇θ Σ⟨h, g⟩ = Jᵀg: the recorded graph back-propagates g directly.
+            last_tape, last_h = last
             last_gradient = tf.cast(output_gradients[-1], last_h.dtype)
             gradients = _add(
-                gradients,
-                last_tape.gradient(last_h, trainable_weights, output_gradients=last_gradient),
+                gradients, last_tape.gradient(last_h, variables, output_gradients=last_gradient)
             )
-            del last_tape
             if chain:
                 previous = [g for g in gradients if g is not None]
             chunks, output_gradients, seed_states = (
-                chunks[:-1],
-                output_gradients[:-1],
-                seed_states[:-1],
+                chunks[:-1], output_gradients[:-1], seed_states[:-1]
             )
         for chunk, chunk_gradient, states in zip(chunks, output_gradients, seed_states):
             with tf.control_dependencies(previous):
@@ -461,26 +487,21 @@ class GradCache(keras.Model):
                         tf.cast(h, tf.float32)
                         * tf.stop_gradient(tf.cast(chunk_gradient, tf.float32))
                     )
-                gradients = _add(gradients, tape.gradient(surrogate, trainable_weights))
+                gradients = _add(gradients, tape.gradient(surrogate, variables))
             previous = [g for g in gradients if g is not None] if chain else [output_gradient]
-        previous = [g for g in gradients if g is not None]
-        with tf.control_dependencies(previous):
-            for generator, state in zip(generators, final_states):
-                generator.state.assign(state)
+        return gradients
 
-        # 4. One optimizer step, then the wrapped model's per-step hook. The
-        # barrier makes every update wait for every gradient: otherwise the
-        # update of a late layer (which needs only its own gradient) can race
-        # the last chunk's backward pass through that layer's weights.
-        with tf.control_dependencies(previous):
-            gradients = [None if g is None else tf.identity(g) for g in gradients]
-        logs = gradient_norm_logs(self, gradients, trainable_weights)
-        self.optimizer.apply_gradients(zip(gradients, trainable_weights))
+    def after_optimizer_step(self):
+        """Runs the wrapped model's `after_optimizer_step()`: declared (a
+        no-op by default) by `ContrastiveModel`; a plain Keras model may
+        define a method of that name too."""
         hook = getattr(self.model, "after_optimizer_step", None)
         if callable(hook):
             hook()
-        metrics = self.compute_metrics(x, y, y_pred, sample_weight=sample_weight)
-        return logs_for_strategy({**metrics, **logs})
+
+    def trained_model(self):
+        """The wrapped model, whose weights this step trains."""
+        return self.model
 
     def get_config(self):
         return {
@@ -520,11 +541,3 @@ def _check_embeddings_shape(shape, what):
             f"(batch, views, dim), got shape "
             f"{tuple(shape) if shape.rank is not None else 'unknown'}."
         )
-
-
-def encoder_of(model):
-    """The network to evaluate or export: the `encoder` of `model` (or of
-    the model a `GradCache` wraps) when it has one, else that model."""
-    if isinstance(model, GradCache):
-        model = model.model
-    return getattr(model, "encoder", model)
