@@ -28,7 +28,7 @@ demo: $(STAMP)
 		|| sudo apt-get install -y dataset-fashion-mnist
 	$(PY) -m keras_contrast train --model simclr --loss dclw --dataset fashion_mnist \
 		--epochs 3 --batch-size 256 --replicas 4 --norm sync --width 8 --temperature 0.2 \
-		--out $(DEMO_OUT) --verbose 2
+		--out $(DEMO_OUT)
 
 # The former demo: a minute on scikit-learn's digits.
 demo-digits: $(STAMP)

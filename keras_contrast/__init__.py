@@ -6,32 +6,13 @@ import sys
 # The library is built on tf.distribute; Keras must use its TensorFlow backend.
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 
-
-def _import_keras_quietly():
-    """Imports Keras (and TensorFlow) with file descriptor 2 sent to /dev/null.
-
-    TensorFlow 2.21 logs through absl before absl is initialised, which ignores
-    TF_CPP_MIN_LOG_LEVEL: on CPUs with AMX it prints "oneDNN custom operations
-    are on" at import. The command line promises one-line errors, so while it
-    imports TensorFlow the C++ stderr goes nowhere (Python errors still raise).
-    """
-    sys.stderr.flush()
-    saved = os.dup(2)
-    devnull = os.open(os.devnull, os.O_WRONLY)
-    try:
-        os.dup2(devnull, 2)
-        import keras  # noqa: F401
-    finally:
-        os.dup2(saved, 2)
-        os.close(saved)
-        os.close(devnull)
-
-
 if os.path.basename(sys.argv[0] if sys.argv else "") in ("keras-contrast", "-m"):
-    # The command line: keep TensorFlow's C++ start-up chatter off stderr.
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    if os.environ["TF_CPP_MIN_LOG_LEVEL"] not in ("", "0"):
-        _import_keras_quietly()
+    # The command line (`keras-contrast`, `python -m keras_contrast`): its
+    # package keeps TensorFlow's C++ start-up chatter off stderr, which must
+    # happen before the `import keras` below (keras_contrast/cli/startup.py).
+    import importlib
+
+    importlib.import_module("keras_contrast.cli")
 
 import keras  # noqa: E402
 

@@ -1,9 +1,16 @@
-"""The keras-contrast command: argument errors (exit 2, nothing written), a
-short training run on digits, resume after an abrupt exit equal to the
-uninterrupted run, evaluate and export."""
+"""The keras-contrast command: argument errors (exit 2, one line, nothing
+written), a short training run on digits, resume after the process is killed
+from outside equal to the uninterrupted run, evaluate and export.
+
+Most argument errors run in this process (`cli.main(argv)`): a child
+process costs ~10 s of TensorFlow start-up. Two run as the command itself,
+through `python -m keras_contrast` and the `keras-contrast` console script.
+"""
 
 import json
 import os
+import re
+import signal
 import subprocess
 import sys
 
@@ -11,15 +18,25 @@ import numpy as np
 import pytest
 
 from tests import test_case
+from tests.cli.processes import command_env
+from tests.cli.processes import kill_after_epoch
+from tests.cli.processes import run
+from tests.cli.processes import run_on_terminal
 
-SMALL = ["--dataset", "digits", "--batch-size", "64", "--width", "4", "--knn-k", "10",
-         "--train-size", "512", "--verbose", "0", "--seed", "3"]
+# A tiny run; SMALL keeps Keras quiet, SMALL_RUN leaves --verbose to its default.
+SMALL_RUN = ["--dataset", "digits", "--batch-size", "64", "--width", "4", "--knn-k", "10",
+             "--train-size", "512", "--seed", "3"]
+SMALL = [*SMALL_RUN, "--verbose", "0"]
 
 
-def run(*args, timeout=600):
-    env = dict(os.environ, PYTHONPATH=test_case.ROOT, TF_CPP_MIN_LOG_LEVEL="2")
-    return subprocess.run([sys.executable, "-m", "keras_contrast", *args], capture_output=True,
-                          text=True, timeout=timeout, env=env)
+def main_in_process(argv):
+    """`cli.main(argv)`'s exit code, also when argparse exits."""
+    from keras_contrast import cli
+
+    try:
+        return cli.main(argv)
+    except SystemExit as exit_:  # argparse
+        return exit_.code
 
 
 @pytest.mark.parametrize(
@@ -34,28 +51,12 @@ def run(*args, timeout=600):
         (["--out", "/proc/keras_contrast_out"], "not writable"),
         (["--epochs", "0"], "--epochs must be > 0"),
         (["--model", "dual"], "--model dual trains on --dataset wordnet"),
-        (["--dataset", "tfds:fashion_mnist", "--data-dir", "/no/such/tfds"], "not prepared"),
+        (["--dataset", "wordnet"], "--model dual trains on --dataset wordnet"),
         (["--dataset", "/"], "neither Fashion-MNIST IDX files nor train/ and test/"),
         (["--image-size", "0"], "--image-size must be > 0"),
         (["--warmup-steps", "3"], "--warmup-steps must be >= 0 and needs --schedule cosine"),
         (["--schedule", "cosine", "--warmup-steps", "-1"], "--warmup-steps must be >= 0"),
         (["--schedule", "linear"], "argument --schedule: invalid choice: 'linear'"),
-        (["--epochs", "two"], "argument --epochs: invalid int value: 'two'"),
-    ],
-)
-def test_bad_arguments_exit_2_with_one_line(args, message, tmp_path):
-    out = str(tmp_path / "out")
-    command = ["train", "--out", out, *args] if "--out" not in args else ["train", *args]
-    completed = run(*command)
-    assert completed.returncode == 2
-    lines = completed.stderr.strip().splitlines()
-    assert len(lines) == 1 and message in lines[0], completed.stderr
-    assert not os.path.exists(out)
-
-
-@pytest.mark.parametrize(
-    "args,message",
-    [
         (["--model", "moco", "--loss", "dclw"], "--loss dclw does not fit --model moco"),
         (["--model", "moco", "--loss", "mocov3"], "--loss mocov3 does not fit --model moco"),
         (["--model", "moco", "--preset", "mocov3_vit_tiny"], "is not a moco preset"),
@@ -68,20 +69,42 @@ def test_bad_arguments_exit_2_with_one_line(args, message, tmp_path):
         (["--model", "mocov3", "--shuffle-bn"], "--shuffle-bn needs --model simclr or moco"),
         (["--weight-decay", "-1"], "--weight-decay must be >= 0"),
         (["--optimizer", "adam"], "argument --optimizer: invalid choice: 'adam'"),
+        # The former test hook is gone: the resume test kills the process from outside.
+        (["--interrupt-after-epoch", "1"], "unrecognized arguments: --interrupt-after-epoch"),
     ],
 )
-def test_bad_model_and_optimizer_arguments_exit_2_with_one_line(args, message, tmp_path,
-                                                                 capsys):
-    from keras_contrast import cli
-
+def test_bad_arguments_exit_2_with_one_line(args, message, tmp_path, capsys):
     out = str(tmp_path / "out")
-    try:
-        code = cli.main(["train", "--out", out, *args])
-    except SystemExit as exit_:  # argparse
-        code = exit_.code
-    assert code == 2
-    lines = capsys.readouterr().err.strip().splitlines()
-    assert len(lines) == 1 and message in lines[0], lines
+    argv = ["train", "--out", out, *args] if "--out" not in args else ["train", *args]
+    assert main_in_process(argv) == 2
+    captured = capsys.readouterr()
+    lines = captured.err.strip().splitlines()
+    assert len(lines) == 1 and message in lines[0], captured.err
+    assert captured.out == ""
+    assert not os.path.exists(out)
+
+
+@pytest.mark.parametrize("console_script", [False, True], ids=["python_m", "console_script"])
+def test_the_command_exits_2_with_one_line(console_script, tmp_path):
+    """The command itself: its start-up writes nothing on stderr (TensorFlow's
+    C++ chatter included) and TFDS logs nothing around the one line."""
+    out = str(tmp_path / "out")
+    if console_script:
+        script = os.path.join(os.path.dirname(sys.executable), "keras-contrast")
+        if not os.path.exists(script):
+            pytest.skip("the keras-contrast console script is not installed next to this Python")
+        completed = subprocess.run([script, "train", "--out", out, "--epochs", "two"],
+                                   capture_output=True, text=True, timeout=600,
+                                   env=command_env())
+        message = "train: argument --epochs: invalid int value: 'two'"
+    else:
+        completed = run("train", "--out", out, "--dataset", "tfds:fashion_mnist",
+                        "--data-dir", "/no/such/tfds")
+        message = "not prepared"
+    assert completed.returncode == 2
+    lines = completed.stderr.strip().splitlines()
+    assert len(lines) == 1 and message in lines[0], completed.stderr
+    assert lines[0].startswith("keras-contrast: error: ")
     assert not os.path.exists(out)
 
 
@@ -92,26 +115,43 @@ def final_weights(out):
     return model.get_weights()
 
 
-def test_train_resume_evaluate_export(tmp_path):
+def test_train_resume_evaluate_export(tmp_path, capsys):
     full, resumed = str(tmp_path / "full"), str(tmp_path / "resumed")
     # One replica: runs are bit-identical (under MirroredStrategy they agree
     # only to float tolerance, see README), so the resume check is exact. The
     # cosine schedule with warm-up reads optimizer.iterations, so it resumes too.
     schedule = ["--schedule", "cosine", "--warmup-steps", "3", "--learning-rate", "3e-3"]
-    completed = run("train", *SMALL, *schedule, "--epochs", "2", "--out", full)
+    # No --verbose: the default when stdout is not a terminal (a pipe here).
+    completed = run("train", *SMALL_RUN, *schedule, "--epochs", "2", "--out", full)
     assert completed.returncode == 0, completed.stderr[-3000:]
+    # Nothing on stderr: no warnings (Keras warned about `shuffle=True` on every run).
+    assert completed.stderr == "", completed.stderr[-3000:]
     assert "kNN accuracy" in completed.stdout
-    for name in ("loss.png", "knn.png", "grad_norms.png", "results.json", "model.keras",
-                 os.path.join("saved_model", "saved_model.pb")):
+    # Not a terminal: Keras' one line per epoch ("8/8 - 2s - 250ms/step - loss: ..."),
+    # no progress bar redrawn with carriage returns.
+    assert "\r" not in completed.stdout and "\u2501" not in completed.stdout
+    assert len(re.findall(r"^8/8 - .*loss: ", completed.stdout, re.MULTILINE)) == 2
+    outputs = ("loss.png", "knn.png", "grad_norms.png", "results.json", "model.keras",
+               os.path.join("saved_model", "saved_model.pb"))
+    for name in outputs:
         assert os.path.exists(os.path.join(full, name)), name
+    # The closing summary names the outputs and how to open the TensorBoard logs.
+    summary = completed.stdout[completed.stdout.index("kNN accuracy"):]
+    for name in ("model.keras", "saved_model", "loss.png", "knn.png", "grad_norms.png",
+                 "results.json", "history_0.csv"):
+        assert os.path.join(full, name) in summary, name
+    assert f"tensorboard --logdir {os.path.join(full, 'logs')}" in summary
+    assert any(name.startswith("events.out.tfevents")
+               for _, _, files in os.walk(os.path.join(full, "logs")) for name in files)
     results = json.load(open(os.path.join(full, "results.json")))
     assert 0.0 <= results["knn_accuracy"] <= 1.0 and results["knn_accuracy_raw_pixels"] > 0.9
     assert results["knn_bank_size"] == 1348 and results["train_images"] == 512
 
-    # A run killed right after epoch 1 resumes from its backup at epoch 2.
-    killed = run("train", *SMALL, *schedule, "--epochs", "2", "--out", resumed,
-                 "--interrupt-after-epoch", "1")
-    assert killed.returncode == 3, killed.stderr[-3000:]
+    # A run killed from outside right after epoch 1's backup resumes from it at epoch 2.
+    killed, recorded, stderr = kill_after_epoch(
+        ["train", *SMALL, *schedule, "--epochs", "2", "--out", resumed],
+        os.path.join(resumed, "backup", "worker_0"))
+    assert killed == -signal.SIGKILL and recorded == 1, stderr
     assert not os.path.exists(os.path.join(resumed, "model.keras"))
     again = run("train", *SMALL, *schedule, "--epochs", "2", "--out", resumed)
     assert again.returncode == 0, again.stderr[-3000:]
@@ -119,13 +159,15 @@ def test_train_resume_evaluate_export(tmp_path):
     for a, b in zip(final_weights(resumed), final_weights(full)):
         np.testing.assert_array_equal(a, b)
 
-    evaluated = run("evaluate", full, "--dataset", "digits", "--knn-k", "10", "--probe-epochs", "3")
-    assert evaluated.returncode == 0, evaluated.stderr[-3000:]
-    scores = json.loads(evaluated.stdout.strip().splitlines()[-1])
+    # evaluate and export in this process (they set no global state; a
+    # subprocess each would add ~10 s of TensorFlow start-up).
+    capsys.readouterr()
+    assert main_in_process(["evaluate", full, "--dataset", "digits", "--knn-k", "10",
+                            "--probe-epochs", "3"]) == 0
+    scores = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert scores["knn_accuracy"] == pytest.approx(results["knn_accuracy"])
 
-    exported = run("export", full, "--out", str(tmp_path / "exported"))
-    assert exported.returncode == 0, exported.stderr[-3000:]
+    assert main_in_process(["export", full, "--out", str(tmp_path / "exported")]) == 0
     import tensorflow as tf
 
     loaded = tf.saved_model.load(str(tmp_path / "exported"))
@@ -153,11 +195,19 @@ def test_cosine_schedule_learning_rates():
     assert float(constant.learning_rate) == pytest.approx(2e-3)
 
 
-def test_replicas_with_gradient_cache(tmp_path):
+def test_replicas_with_gradient_cache_and_a_progress_bar_on_a_terminal(tmp_path):
     out = str(tmp_path / "cached")
-    completed = run("train", *SMALL, "--epochs", "1", "--replicas", "2", "--chunk-size", "16",
-                    "--norm", "sync", "--out", out)
-    assert completed.returncode == 0, completed.stderr[-3000:]
+    # 2 steps (the assertions do not depend on the size), stdout a terminal
+    # and no --verbose: Keras' progress bar, redrawn in place within the epoch.
+    returncode, shown, stderr = run_on_terminal(
+        "train", *SMALL_RUN, "--train-size", "128", "--epochs", "1", "--replicas", "2",
+        "--chunk-size", "16", "--norm", "sync", "--out", out)
+    assert returncode == 0, stderr[-3000:]
+    assert stderr == "", stderr[-3000:]
+    # The bar after step 1 of 2, then its ETA in bold: verbose=1 (verbose=2
+    # shows only "2/2 - ...").
+    assert re.search(r"1/2\S* \S*\u2501\S* \x1b\[1m[\d:]+s?\x1b\[0m", shown), shown
+    assert re.search(r"2/2\S* \S*\u2501", shown), shown
     results = json.load(open(os.path.join(out, "results.json")))
     assert np.isfinite(results["knn_accuracy"])
     history = open(os.path.join(out, "history_0.csv")).read()
@@ -166,7 +216,7 @@ def test_replicas_with_gradient_cache(tmp_path):
 
 @pytest.mark.skipif(not os.path.exists("/usr/share/wordnet/data.noun"),
                     reason="Debian's wordnet-base is not installed")
-def test_dual_encoder_on_wordnet_under_two_replicas(tmp_path):
+def test_dual_encoder_on_wordnet_under_two_replicas(tmp_path, capsys):
     out = str(tmp_path / "dual")
     completed = run("train", "--model", "dual", "--dataset", "wordnet", "--epochs", "1",
                     "--batch-size", "64", "--train-size", "1200", "--replicas", "2",
@@ -184,11 +234,13 @@ def test_dual_encoder_on_wordnet_under_two_replicas(tmp_path):
 
     # evaluate: the same held-out pairs (split read from results.json), from
     # the .keras file and from the SavedModel.
+    # (In this process: a subprocess each would add ~10 s of start-up.)
     for model_dir in (out, os.path.join(out, "saved_model")):
-        evaluated = run("evaluate", model_dir, "--dataset", "wordnet",
-                        *(("--train-size", "1200") if "saved_model" in model_dir else ()))
-        assert evaluated.returncode == 0, evaluated.stderr[-3000:]
-        scores = json.loads(evaluated.stdout.strip().splitlines()[-1])
+        capsys.readouterr()
+        assert main_in_process(["evaluate", model_dir, "--dataset", "wordnet",
+                                *(("--train-size", "1200") if "saved_model" in model_dir
+                                  else ())]) == 0
+        scores = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
         assert scores["held_out_pairs"] == 120
         assert scores["recall_at_1"] == pytest.approx(results["recall_at_1"])
         assert scores["recall_at_5"] == pytest.approx(results["recall_at_5"])
@@ -340,19 +392,17 @@ def test_optimizer_defaults_follow_simclr_and_moco_recipes():
     assert settings("--optimizer", "sgd", "--weight-decay", "0") == (0.03, 0.0)
 
 
-def test_train_checks_matplotlib_and_tensorboard_before_it_starts(tmp_path):
+def test_train_checks_matplotlib_and_tensorboard_before_it_starts(tmp_path, monkeypatch,
+                                                                  capsys):
     out = str(tmp_path / "out")
     # Both modules hidden: `import matplotlib` raises ImportError and
     # importlib.util.find_spec returns None for them.
-    shim = ("import sys; sys.modules['matplotlib'] = None; sys.modules['tensorboard'] = None; "
-            "from keras_contrast.cli import main; sys.exit(main(sys.argv[1:]))")
-    env = dict(os.environ, PYTHONPATH=test_case.ROOT, TF_CPP_MIN_LOG_LEVEL="2")
-    completed = subprocess.run(
-        [sys.executable, "-c", shim, "train", *SMALL, "--epochs", "1", "--train-size", "64",
-         "--out", out], capture_output=True, text=True, timeout=600, env=env)
-    assert completed.returncode == 2, completed.stderr[-3000:]
-    lines = completed.stderr.strip().splitlines()
-    assert len(lines) == 1, completed.stderr[-3000:]
+    monkeypatch.setitem(sys.modules, "matplotlib", None)
+    monkeypatch.setitem(sys.modules, "tensorboard", None)
+    assert main_in_process(["train", *SMALL, "--epochs", "1", "--train-size", "64",
+                            "--out", out]) == 2
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1, lines
     assert "train needs matplotlib" in lines[0] and "tensorboard" in lines[0]
     assert "keras-contrast[cli]" in lines[0]
     assert not os.path.exists(out)
@@ -425,8 +475,11 @@ def test_shuffle_bn_reaches_the_model(model, tmp_path):
 def test_shuffle_bn_with_a_moco_that_has_none_exits_2(monkeypatch, tmp_path, capsys):
     from keras_contrast import cli
 
+    from keras_contrast.cli import registry
+
     # A MoCo without the `shuffle_bn` argument (keras_contrast before it).
-    monkeypatch.setattr(cli, "_moco_signature", lambda: {"self": None, "backbone": None})
+    monkeypatch.setattr(registry, "init_arguments", lambda model: {"self": None,
+                                                                    "backbone": None})
     out = str(tmp_path / "out")
     assert cli.main(["train", "--model", "moco", "--shuffle-bn", "--out", out]) == 2
     assert "this version of keras_contrast.models.MoCo has no Shuffle BN" in capsys.readouterr().err

@@ -43,6 +43,8 @@ writes the mean back to every copy first if that matters.
 import keras
 import tensorflow as tf
 
+from keras_contrast.api_export import keras_contrast_export
+
 # Non-trainable BatchNormalization weights that are running averages of
 # batch statistics (the last three exist with `renorm=True`).
 MOVING_STATISTICS = (
@@ -62,6 +64,7 @@ def _read_as_replica_mean(next_creator, **kwargs):
     return next_creator(**kwargs)
 
 
+@keras_contrast_export("keras_contrast.layers.ReplicaMeanStatistics")
 class ReplicaMeanStatistics:
     """Mixin: a BatchNormalization whose saved moving statistics are the
     mean over replicas.
@@ -100,6 +103,7 @@ def _moving_statistics(layer):
     return [getattr(layer, n) for n in MOVING_STATISTICS if getattr(layer, n, None) is not None]
 
 
+@keras_contrast_export("keras_contrast.layers.average_replica_statistics")
 def average_replica_statistics(model, strategy=None):
     """Sets every copy of each BatchNorm moving statistic to the mean over
     replicas of the copies.
@@ -150,7 +154,11 @@ def average_replica_statistics(model, strategy=None):
     def average():
         # Read in a replica context: each replica's own copy.
         copies = strategy.run(lambda: [tf.identity(v.value) for v in variables])
-        means = strategy.reduce(tf.distribute.ReduceOp.MEAN, copies, axis=None)
+        # One reduction per variable: under MultiWorkerMirroredStrategy a
+        # reduction of the whole list packs the copies into one tensor,
+        # which fails for variables of different shapes.
+        means = [strategy.reduce(tf.distribute.ReduceOp.MEAN, copy, axis=None)
+                 for copy in copies]
         for variable, mean in zip(variables, means):
             variable.assign(mean)
 

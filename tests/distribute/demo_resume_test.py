@@ -1,17 +1,18 @@
 """The README's demo model under 4 simulated replicas (`keras-contrast train
 --model simclr --loss dclw --replicas 4 --norm sync --width 8`): a run
-killed after epoch 1 and resumed from its backup ends with bit-identical
-weights to the uninterrupted run, with synchronised and with per-replica BN
-(whose replica copies the CLI averages before each backup)."""
+killed from outside (SIGKILL) once its backup records epoch 1, then resumed
+from that backup, ends with bit-identical weights to the uninterrupted run,
+with synchronised and with per-replica BN (whose replica copies the CLI
+averages before each backup)."""
 
 import os
-import subprocess
-import sys
+import signal
 
 import numpy as np
 import pytest
 
-from tests import test_case
+from tests.cli.processes import kill_after_epoch
+from tests.cli.processes import run
 
 DEMO = ["train", "--model", "simclr", "--loss", "dclw", "--replicas", "4",
         "--width", "8", "--dataset", "digits", "--batch-size", "32", "--train-size", "64",
@@ -19,9 +20,7 @@ DEMO = ["train", "--model", "simclr", "--loss", "dclw", "--replicas", "4",
 
 
 def train(out, *extra):
-    env = dict(os.environ, PYTHONPATH=test_case.ROOT, TF_CPP_MIN_LOG_LEVEL="2")
-    return subprocess.run([sys.executable, "-m", "keras_contrast", *DEMO, "--out", out, *extra],
-                          capture_output=True, text=True, timeout=900, env=env)
+    return run(*DEMO, "--out", out, *extra, timeout=900)
 
 
 def final_weights(out):
@@ -38,8 +37,10 @@ def test_demo_resumes_under_four_replicas(tmp_path, norm):
     full, resumed = str(tmp_path / "full"), str(tmp_path / "resumed")
     completed = train(full, "--norm", norm)
     assert completed.returncode == 0, completed.stderr[-3000:]
-    killed = train(resumed, "--norm", norm, "--interrupt-after-epoch", "1")
-    assert killed.returncode == 3, killed.stderr[-3000:]
+    killed, recorded, stderr = kill_after_epoch(
+        [*DEMO, "--out", resumed, "--norm", norm], os.path.join(resumed, "backup", "worker_0"),
+        epoch=1, timeout=900)
+    assert killed == -signal.SIGKILL and recorded == 1, stderr
     assert not os.path.exists(os.path.join(resumed, "model.keras"))
     again = train(resumed, "--norm", norm)
     assert again.returncode == 0, again.stderr[-3000:]

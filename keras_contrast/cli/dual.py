@@ -1,0 +1,124 @@
+"""`train` and `evaluate` of `--model dual`: the dual encoder on WordNet
+gloss <-> words pairs, scored by held-out retrieval recall@1/5."""
+
+import json
+import os
+import sys
+import time
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from keras_contrast import data
+from keras_contrast import export
+from keras_contrast import models
+from keras_contrast.cli.datasets import wordnet_split
+from keras_contrast.cli.errors import UsageError
+from keras_contrast.cli.factories import make_loss
+from keras_contrast.cli.factories import make_optimizer
+from keras_contrast.cli.factories import make_strategy
+from keras_contrast.cli.plots import write_plots
+from keras_contrast.cli.summary import closing_summary
+from keras_contrast.cli.summary import fit_verbosity
+
+
+def train_dual(args):
+    """`train --model dual` (after `validate_train`): recall@1/5 on held-out
+    pairs of synsets the training pairs do not hold.
+
+    Args:
+        args: the parsed `train` arguments.
+
+    Returns:
+        0.
+    """
+    train_pairs, held_out = wordnet_split(args.train_size, args.seed)
+    batches = data.batches_without_repeated_words(train_pairs, args.batch_size, seed=args.seed)
+    if not batches:
+        raise UsageError(f"--batch-size {args.batch_size} exceeds the WordNet pairs")
+    queries = data.hash_tokens([p["gloss"] for p in train_pairs])
+    keys = data.hash_tokens([p["key"] for p in train_pairs])
+    order = np.concatenate(batches)
+    os.makedirs(args.out, exist_ok=True)
+    keras.utils.set_random_seed(args.seed)
+    strategy = make_strategy(args)
+    with strategy.scope():
+        model = models.from_preset(args.preset)
+        model.build(((None, queries.shape[1]), (None, keys.shape[1])))
+        model.compile(
+            optimizer=make_optimizer(args, args.epochs * (len(order) // args.batch_size),
+                                     model.trainable_variables),
+            loss=make_loss(args))
+    # Batches of the packer, in order (none repeats a word across synsets).
+    dataset = tf.data.Dataset.from_tensor_slices(
+        ((queries[order], keys[order]),)).batch(args.batch_size, drop_remainder=True)
+    started = time.time()
+    history = model.fit(dataset, epochs=args.epochs, verbose=fit_verbosity(args.verbose),
+                        shuffle=False,  # the packer's order; Keras would only warn
+                        callbacks=[keras.callbacks.CSVLogger(os.path.join(args.out,
+                                                                          "history_0.csv"))])
+    seconds = time.time() - started
+    recall = _held_out_recall(model.encode_a, model.encode_b, held_out)
+    results = {"recall_at_1": recall[1], "recall_at_5": recall[5], "held_out_pairs": len(held_out),
+               "chance_at_1": 1.0 / len(held_out), "train_seconds": seconds,
+               "final_loss": history.history["loss"][-1], "command": " ".join(sys.argv),
+               "seed": args.seed, "train_size": args.train_size}
+    export.export_dual_encoder(model, os.path.join(args.out, "saved_model"))
+    model.save(os.path.join(args.out, "model.keras"))
+    with open(os.path.join(args.out, "results.json"), "w") as handle:
+        json.dump(results, handle, indent=2)
+    write_plots(args.out, history.history, {})
+    print(f"Held-out retrieval of {len(held_out)} WordNet pairs: recall@1 {recall[1]:.3f}, "
+          f"recall@5 {recall[5]:.3f} (chance@1 {1.0 / len(held_out):.4f}); "
+          f"training took {seconds:.0f} s")
+    print(closing_summary(args.out, args.out, "history_0.csv", args.dataset, exportable=False))
+    return 0
+
+
+def _held_out_recall(encode_a, encode_b, held_out):
+    """Recall@k of retrieving each held-out key from its gloss."""
+    queries = data.hash_tokens([p["gloss"] for p in held_out])
+    keys = data.hash_tokens([p["key"] for p in held_out])
+    return data.retrieval_recall(np.asarray(encode_a(queries)), np.asarray(encode_b(keys)))
+
+
+def _load_dual_encoder(model_dir):
+    """`(encode_a, encode_b)` of a dual encoder's `.keras` file or SavedModel."""
+    keras_file = os.path.join(model_dir, "model.keras")
+    if os.path.exists(keras_file):
+        model = keras.models.load_model(keras_file)
+        return model.encode_a, model.encode_b
+    if os.path.exists(os.path.join(model_dir, "saved_model.pb")):
+        loaded = tf.saved_model.load(model_dir)
+        if not hasattr(loaded, "encode_a"):
+            raise UsageError(f"{model_dir!r} is not a dual-encoder SavedModel "
+                             "(no encode_a signature)")
+        return (lambda tokens: loaded.encode_a(tf.constant(tokens)),
+                lambda tokens: loaded.encode_b(tf.constant(tokens)))
+    raise UsageError(f"{model_dir!r} holds neither model.keras nor a SavedModel")
+
+
+def evaluate_dual(args):
+    """`evaluate --dataset wordnet`: held-out recall@1/5 of a dual encoder on
+    the pairs its training run held out (the split's `--seed` and
+    `--train-size` read from its results.json unless given).
+
+    Args:
+        args: the parsed `evaluate` arguments.
+
+    Returns:
+        0, after printing the scores as one JSON line.
+    """
+    encode_a, encode_b = _load_dual_encoder(args.model_dir)
+    split = {"seed": args.seed or 0, "train_size": args.train_size}
+    results_file = os.path.join(args.model_dir, "results.json")
+    if os.path.exists(results_file) and args.seed is None and args.train_size is None:
+        with open(results_file) as handle:
+            stored = json.load(handle)
+        split = {name: stored.get(name, split[name]) for name in split}
+    _, held_out = wordnet_split(split["train_size"], split["seed"])
+    recall = _held_out_recall(encode_a, encode_b, held_out)
+    print(json.dumps({"recall_at_1": recall[1], "recall_at_5": recall[5],
+                      "held_out_pairs": len(held_out), **split}))
+    return 0

@@ -1,0 +1,207 @@
+"""`keras-contrast train`: an image model, its kNN accuracy, plots, a
+SavedModel; `--model dual` trains in `keras_contrast.cli.dual`."""
+
+import dataclasses
+import json
+import os
+import sys
+import time
+
+import keras
+import tensorflow as tf
+
+from keras_contrast import callbacks as kc_callbacks
+from keras_contrast import data
+from keras_contrast import distribute
+from keras_contrast import evaluation
+from keras_contrast import export
+from keras_contrast import layers as kc_layers
+from keras_contrast import models
+from keras_contrast.cli import dual
+from keras_contrast.cli.datasets import load_images
+from keras_contrast.cli.errors import UsageError
+from keras_contrast.cli.factories import make_loss
+from keras_contrast.cli.factories import make_optimizer
+from keras_contrast.cli.factories import make_strategy
+from keras_contrast.cli.factories import optimizer_settings
+from keras_contrast.cli.factories import preset_overrides
+from keras_contrast.cli.factories import task_index
+from keras_contrast.cli.plots import read_history
+from keras_contrast.cli.plots import write_plots
+from keras_contrast.cli.summary import closing_summary
+from keras_contrast.cli.summary import fit_verbosity
+from keras_contrast.cli.validation import validate_train
+from keras_contrast.training import GradCache
+
+# The per-epoch kNN monitor measures the first images of each split; the
+# final accuracies use the whole splits.
+MONITOR_BANK, MONITOR_TEST = 10000, 2000
+
+
+def train(args):
+    """Runs `keras-contrast train`.
+
+    Checks the arguments (before anything is written), trains, and writes
+    `history_<worker>.csv`, TensorBoard logs, a backup per epoch, the plots,
+    `results.json`, `model.keras` and `saved_model/` in `--out`, then prints
+    the final accuracy and where the outputs are. A run whose backup exists
+    resumes from it.
+
+    Args:
+        args: the parsed `train` arguments (`build_parser().parse_args`).
+
+    Returns:
+        0.
+
+    Raises:
+        UsageError: a bad argument or dataset.
+    """
+    validate_train(args)
+    if args.strategy == "mirrored" and args.replicas > 1:
+        distribute.configure_logical_cpus(max(args.replicas, 1))
+    if args.model == "dual":
+        return dual.train_dual(args)
+    return train_images(args)
+
+
+@dataclasses.dataclass(frozen=True)
+class _Run:
+    """Where this process of the run writes, and the epoch it starts at."""
+
+    index: int  # the worker's index in TF_CONFIG
+    chief: bool  # writes the plots, results.json and TensorBoard logs
+    backup_dir: str
+    model_dir: str  # model.keras and saved_model/
+    initial_epoch: int  # > 0: resumed from the backup
+
+    @classmethod
+    def start(cls, args):
+        index, _ = task_index()
+        chief = args.strategy != "multiworker" or index == 0
+        os.makedirs(args.out, exist_ok=True)
+        backup_dir = os.path.join(args.out, "backup", f"worker_{index}")
+        initial_epoch = 0
+        metadata = os.path.join(backup_dir, "training_metadata.json")
+        if os.path.exists(metadata):
+            with open(metadata) as handle:
+                initial_epoch = int(json.load(handle)["epoch"])
+        model_dir = args.out if chief else os.path.join(args.out, f"worker_{index}")
+        return cls(index, chief, backup_dir, model_dir, initial_epoch)
+
+    @property
+    def history_csv(self):
+        return f"history_{self.index}.csv"
+
+
+def train_images(args):
+    """`train` of the image models (`simclr`, `moco`, `mocov3`), after
+    `validate_train`; see `train`."""
+    (x_bank, y_bank), (x_test, y_test) = load_images(
+        args.dataset, image_size=args.image_size, data_dir=args.data_dir, download=args.download)
+    x_train, y_train = x_bank[:args.train_size], y_bank[:args.train_size]
+    if len(x_train) < args.batch_size:
+        raise UsageError(f"--batch-size {args.batch_size} exceeds the {len(x_train)} "
+                         "training images")
+    run = _Run.start(args)
+    keras.utils.set_random_seed(args.seed)
+    if args.deterministic:
+        # Same run, same bits: a resumed run then equals the uninterrupted one.
+        tf.config.experimental.enable_op_determinism()
+    strategy = make_strategy(args)
+    image_shape = tuple(x_train.shape[1:])
+    steps_per_epoch = len(x_train) // args.batch_size
+    model, trainer = build_trainer(args, strategy, image_shape, args.epochs * steps_per_epoch)
+    monitor = ((x_train[:MONITOR_BANK] / 255.0, y_train[:MONITOR_BANK]),
+               (x_test[:MONITOR_TEST] / 255.0, y_test[:MONITOR_TEST]))
+    norms = kc_callbacks.GradientNormMonitor()
+    dataset = data.two_view_dataset(
+        x_train, args.batch_size, seed=args.seed, epoch=run.initial_epoch,
+        num_epochs=max(args.epochs - run.initial_epoch, 1))
+    started = time.time()
+    # shuffle=False: the dataset is shuffled already, keyed by (seed, epoch,
+    # example); Keras' default shuffle=True only warns that it ignores it.
+    history = trainer.fit(dataset, epochs=args.epochs, steps_per_epoch=steps_per_epoch,
+                          callbacks=training_callbacks(args, model, strategy, run, monitor, norms),
+                          verbose=fit_verbosity(args.verbose), shuffle=False)
+    seconds = time.time() - started
+    results = final_results(args, model.encoder, (x_bank, y_bank), (x_test, y_test),
+                            len(x_train), run.initial_epoch, seconds)
+    knn_sizes = dict(monitor=(len(monitor[0][0]), len(monitor[1][0])), test_size=len(x_test))
+    _write_outputs(args, run, model, results, read_history(
+        os.path.join(args.out, run.history_csv), history.history), norms.history, knn_sizes)
+    print(f"kNN accuracy (k={args.knn_k}, cosine, tau=0.1) on the test split: "
+          f"{results['knn_accuracy']:.4f} (raw pixels: {results['knn_accuracy_raw_pixels']:.4f}); "
+          f"training took {seconds:.0f} s")
+    print(closing_summary(args.out, run.model_dir, run.history_csv, args.dataset))
+    return 0
+
+
+def build_trainer(args, strategy, image_shape, total_steps):
+    """The `--preset` model, built and compiled under `strategy`.
+
+    Args:
+        args: the parsed `train` arguments (after `validate_train`).
+        strategy: the `tf.distribute` strategy of the run.
+        image_shape: `(H, W, C)` of the training images.
+        total_steps: optimizer steps of the whole run.
+
+    Returns:
+        `(model, trainer)`: the model, and what `fit` trains (a `GradCache`
+        around it with `--chunk-size`, else the model itself).
+    """
+    with strategy.scope():
+        model = models.from_preset(args.preset,
+                                   **preset_overrides(args, image_shape, total_steps))
+        model.build((None, 2) + image_shape)
+        trainer = GradCache(model, chunk_size=args.chunk_size) if args.chunk_size else model
+        trainer.compile(optimizer=make_optimizer(args, total_steps, model.trainable_variables),
+                        loss=make_loss(args))
+    return model, trainer
+
+
+def training_callbacks(args, model, strategy, run, monitor, norms):
+    """The callbacks of `fit`: kNN monitor, replica BN averaging, CSV log,
+    gradient norms, TensorBoard (chief) and the backup, in that order."""
+    bank, test = monitor
+    callbacks = [
+        kc_callbacks.KNNMonitor(bank, test, k=args.knn_k, every_n_epochs=args.knn_every,
+                                encoder=model.encoder),
+        # Per-replica BN copies drift apart and a backup keeps one of them;
+        # averaging them before each backup lets a resumed run continue
+        # from exactly the state the uninterrupted run has.
+        keras.callbacks.LambdaCallback(
+            on_epoch_end=lambda epoch, logs=None: kc_layers.average_replica_statistics(
+                model, strategy)),
+        keras.callbacks.CSVLogger(os.path.join(args.out, run.history_csv),
+                                  append=run.initial_epoch > 0),
+        norms,
+    ]
+    if run.chief:
+        callbacks.append(keras.callbacks.TensorBoard(os.path.join(args.out, "logs")))
+    # Last: once the backup records an epoch, the other callbacks are done
+    # with it (the CSV holds its row), wherever the process is killed after.
+    callbacks.append(keras.callbacks.BackupAndRestore(run.backup_dir))
+    return callbacks
+
+
+def final_results(args, encoder, bank, test, train_images, initial_epoch, seconds):
+    """`results.json` of an image model: the kNN accuracies of the encoder
+    and of raw pixels, with the whole training split as the bank (also when
+    the encoder trained on part of it) and the whole test split."""
+    bank, test = (bank[0] / 255.0, bank[1]), (test[0] / 255.0, test[1])
+    return {"knn_accuracy": evaluation.knn_accuracy(encoder, bank, test, k=args.knn_k),
+            "knn_accuracy_raw_pixels": evaluation.knn_accuracy(None, bank, test, k=args.knn_k),
+            "knn_bank_size": len(bank[0]), "train_images": train_images,
+            "train_seconds": seconds, "epochs": args.epochs, "initial_epoch": initial_epoch,
+            "optimizer": args.optimizer, "peak_learning_rate": optimizer_settings(args)[0],
+            "command": " ".join(sys.argv)}
+
+
+def _write_outputs(args, run, model, results, history, norms, knn_sizes):
+    os.makedirs(run.model_dir, exist_ok=True)
+    export.export_encoder(model, os.path.join(run.model_dir, "saved_model"))
+    model.save(os.path.join(run.model_dir, "model.keras"))
+    if run.chief:
+        write_plots(args.out, history, norms, results, **knn_sizes)
+        with open(os.path.join(args.out, "results.json"), "w") as handle:
+            json.dump(results, handle, indent=2)

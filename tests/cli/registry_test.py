@@ -1,0 +1,54 @@
+"""The command's one registry of models, losses and presets agrees with the
+library: every name it lists exists there and builds what it says."""
+
+import inspect
+
+import keras
+import pytest
+
+from keras_contrast import losses
+from keras_contrast import models
+from keras_contrast.cli import registry
+from keras_contrast.models.presets import PRESETS
+
+
+@pytest.mark.parametrize("name", sorted(registry.MODELS))
+def test_each_model_names_a_library_class_its_presets_and_losses(name):
+    spec = registry.MODELS[name]
+    model_class = getattr(models, spec.model_class)
+    assert inspect.isclass(model_class) and issubclass(model_class, keras.Model)
+    assert PRESETS[spec.default_preset]["model"] is model_class
+    assert spec.default_preset in registry.presets_of(name)
+    assert spec.default_loss in spec.losses
+    assert set(spec.losses) <= set(registry.LOSSES)
+    parameters = inspect.signature(model_class.__init__).parameters
+    for option in spec.options:  # the command line passes them to the constructor
+        assert option in parameters, (name, option)
+    assert set(spec.requirements) <= set(registry.REQUIREMENTS)
+
+
+def test_presets_of_a_model_are_the_presets_that_build_its_class():
+    for name, spec in registry.MODELS.items():
+        expected = sorted(p for p, s in PRESETS.items() if s["model"].__name__ == spec.model_class)
+        assert sorted(registry.presets_of(name)) == expected
+    # Every preset of the library belongs to exactly one --model.
+    owners = {p: [n for n in registry.MODELS if p in registry.presets_of(n)] for p in PRESETS}
+    assert all(len(names) == 1 for names in owners.values()), owners
+
+
+@pytest.mark.parametrize("name", sorted(registry.LOSSES))
+def test_each_loss_names_a_library_loss_taking_the_temperature(name):
+    loss_class = getattr(losses, registry.LOSSES[name])
+    loss = registry.loss_class(name)(0.3)
+    assert isinstance(loss, loss_class) and isinstance(loss, keras.losses.Loss)
+
+
+def test_the_lists_of_the_command_line():
+    # The names the command has always taken (README "Command line").
+    assert list(registry.MODELS) == ["simclr", "moco", "mocov3", "dual"]
+    assert registry.LOSS_NAMES == ("infonce", "dcl", "dclw", "clip", "mocov3")
+    assert registry.DATASETS == ("fashion_mnist", "digits", "wordnet")
+    assert registry.models_taking("momentum") == ["moco", "mocov3"]
+    assert registry.models_taking("shuffle_bn") == ["simclr", "moco"]
+    assert registry.models_taking("queue_size") == ["moco"]
+    assert registry.accepts("moco", "shuffle_bn") and not registry.accepts("mocov3", "shuffle_bn")
