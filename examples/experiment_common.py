@@ -19,7 +19,8 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 def parse_args(description, replicas=1, extra=None):
     """`--quick`, `--out`, `--seeds` and the script's own arguments; also
-    splits the CPU into `replicas` logical devices before TensorFlow starts.
+    splits the CPU into `replicas` logical devices before TensorFlow starts
+    (`replicas` may be a function of the parsed arguments).
     """
     parser = argparse.ArgumentParser(description=description)
     parser.add_argument("--quick", action="store_true",
@@ -29,6 +30,8 @@ def parse_args(description, replicas=1, extra=None):
     if extra:
         extra(parser)
     args = parser.parse_args()
+    if callable(replicas):
+        replicas = replicas(args)
     if replicas > 1:
         from keras_contrast import distribute
 
