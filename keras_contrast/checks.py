@@ -49,3 +49,48 @@ def check_writable_directory(path, name="path"):
         os.remove(probe)
     except OSError:
         raise ValueError(f"`{name}` {path!r} is not writable.") from None
+
+
+def check_positive_int(value, name, expected="an int > 0", numpy_ints=False):
+    """Raises a ValueError naming `name` unless `value` is an int >= 1.
+
+    Bools, floats, strings and tensors are rejected; NumPy integers only
+    with `numpy_ints=True`.
+
+    Args:
+        value: the argument as the user passed it.
+        name: the argument's name, as the user wrote it.
+        expected: how the message describes what is accepted
+            (`"`{name}` must be {expected}, got {value!r}."`).
+        numpy_ints: bool, also accept NumPy integers.
+
+    Returns:
+        `value`, unchanged.
+    """
+    valid = is_int(value) and value >= 1 if numpy_ints else is_positive_int(value)
+    if not valid:
+        raise ValueError(f"`{name}` must be {expected}, got {value!r}.")
+    return value
+
+
+def check_unit_interval(value, name, number=False):
+    """Raises a ValueError naming `name` unless 0 <= `value` <= 1.
+
+    Args:
+        value: the argument as the user passed it (a momentum, a rate).
+        name: the argument's name, as the user wrote it.
+        number: bool. False: only the range is checked (`value` may be
+            anything that compares with floats) and the message says
+            "must lie in [0, 1]". True: `value` must also be a real number
+            (`is_number`: not a bool, string or NaN) and the message says
+            "must be a number in [0, 1]".
+
+    Returns:
+        `value`, unchanged.
+    """
+    if number:
+        if not is_number(value) or not 0.0 <= value <= 1.0:
+            raise ValueError(f"`{name}` must be a number in [0, 1], got {value!r}.")
+    elif not 0.0 <= value <= 1.0:
+        raise ValueError(f"`{name}` must lie in [0, 1], got {value!r}.")
+    return value

@@ -3,7 +3,8 @@
 import keras
 import tensorflow as tf
 
-from keras_contrast.checks import is_positive_int
+from keras_contrast.api_export import keras_contrast_export
+from keras_contrast.checks import check_positive_int
 from keras_contrast.evaluation.knn import _as_arrays
 from keras_contrast.evaluation.knn import check_vote_arguments
 from keras_contrast.evaluation.knn import knn_accuracy
@@ -11,6 +12,7 @@ from keras_contrast.training.contrastive_model import encoder_of
 
 
 # Holds its datasets, so it is not registered for serialization (as PreciseBN).
+@keras_contrast_export("keras_contrast.callbacks.KNNMonitor")
 class KNNMonitor(keras.callbacks.Callback):
     """Adds the weighted k-NN accuracy of the encoder to the epoch logs.
 
@@ -36,8 +38,7 @@ class KNNMonitor(keras.callbacks.Callback):
     def __init__(self, train_data, val_data, k=200, temperature=0.1, every_n_epochs=1,
                  encoder=None):
         super().__init__()
-        if not is_positive_int(every_n_epochs):
-            raise ValueError(f"`every_n_epochs` must be an int > 0, got {every_n_epochs!r}.")
+        check_positive_int(every_n_epochs, "every_n_epochs")
         check_vote_arguments(k, temperature)
         if encoder is not None and not callable(encoder):
             raise ValueError(f"`encoder` must be a Keras model, a callable or None, "

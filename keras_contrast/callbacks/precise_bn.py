@@ -1,12 +1,14 @@
 """Precise BN during `fit`: population BN statistics every n epochs."""
 
 import keras
-import numpy as np
 
+from keras_contrast.api_export import keras_contrast_export
+from keras_contrast.checks import check_positive_int
 from keras_contrast.normalization.precise import check_arguments
 from keras_contrast.normalization.precise import precise_batch_norm
 
 
+@keras_contrast_export("keras_contrast.callbacks.PreciseBN")
 class PreciseBN(keras.callbacks.Callback):
     """Re-estimates the model's BN statistics with Precise BN every n epochs.
 
@@ -47,14 +49,7 @@ class PreciseBN(keras.callbacks.Callback):
     def __init__(self, dataset, num_batches=200, every_n_epochs=1, order="one_sweep"):
         super().__init__()
         check_arguments(num_batches, order)
-        if (
-            isinstance(every_n_epochs, bool)
-            or not isinstance(every_n_epochs, (int, np.integer))
-            or every_n_epochs < 1
-        ):
-            raise ValueError(
-                f"`every_n_epochs` must be an int >= 1, got {every_n_epochs!r}."
-            )
+        check_positive_int(every_n_epochs, "every_n_epochs", "an int >= 1", numpy_ints=True)
         self.dataset = dataset
         self.num_batches = num_batches
         self.every_n_epochs = every_n_epochs

@@ -5,9 +5,9 @@ import numpy as np
 import tensorflow as tf
 
 from keras_contrast.api_export import keras_contrast_export
+from keras_contrast.checks import check_positive_int
 from keras_contrast.checks import is_int
 from keras_contrast.checks import is_number
-from keras_contrast.checks import is_positive_int
 
 # Keras' preprocessing layers (RandomFlip, RandomColorJitter, ...) draw from
 # a stateful SeedGenerator: inside a parallel `tf.data.map` the order of
@@ -170,13 +170,11 @@ def two_view_dataset(images, batch_size, seed=0, epoch=0, num_epochs=1, labels=N
     Returns:
         A `tf.data.Dataset`.
     """
-    if not is_positive_int(batch_size):
-        raise ValueError(f"`batch_size` must be an int > 0, got {batch_size!r}.")
+    check_positive_int(batch_size, "batch_size")
     for name, value in (("seed", seed), ("epoch", epoch)):
         if not (is_int(value) and value >= 0):
             raise ValueError(f"`{name}` must be an int >= 0, got {value!r}.")
-    if not is_positive_int(num_epochs):
-        raise ValueError(f"`num_epochs` must be an int > 0, got {num_epochs!r}.")
+    check_positive_int(num_epochs, "num_epochs")
     for name, value in (("shuffle", shuffle), ("drop_remainder", drop_remainder)):
         if not isinstance(value, bool):
             raise ValueError(f"`{name}` must be a bool, got {value!r}.")
@@ -218,8 +216,7 @@ def two_view_dataset(images, batch_size, seed=0, epoch=0, num_epochs=1, labels=N
 @keras_contrast_export("keras_contrast.data.image_dataset")
 def image_dataset(images, labels, batch_size=256):
     """Un-augmented `(images in [0, 1], labels)` batches for evaluation."""
-    if not is_positive_int(batch_size):
-        raise ValueError(f"`batch_size` must be an int > 0, got {batch_size!r}.")
+    check_positive_int(batch_size, "batch_size")
     images = _as_float_images(images)
     labels = _check_labels(labels, len(images))
     images = images.astype(np.float32) / 255.0 if images.dtype == np.uint8 else images

@@ -20,10 +20,10 @@ FILES = {
 }
 CLASS_NAMES = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt",
                "Sneaker", "Bag", "Ankle boot")
+keras_contrast_export("keras_contrast.data.FASHION_MNIST_CLASSES")(CLASS_NAMES)
 _MAGIC = {2049: 1, 2051: 3}  # labels: 1 dimension; images: 3
 
 
-@keras_contrast_export("keras_contrast.data.read_idx")
 def read_idx(path):
     """Reads an IDX file (optionally gzip-compressed) of unsigned bytes.
 

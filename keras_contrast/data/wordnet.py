@@ -6,6 +6,7 @@ import os
 import numpy as np
 
 from keras_contrast.api_export import keras_contrast_export
+from keras_contrast.checks import check_positive_int
 from keras_contrast.checks import is_number
 from keras_contrast.checks import is_positive_int
 
@@ -21,7 +22,6 @@ def _word(token):
     return token.replace("_", " ").lower()
 
 
-@keras_contrast_export("keras_contrast.data.parse_wordnet_data")
 def parse_wordnet_data(path):
     """Synsets of one WordNet 3.0 `data.<pos>` file.
 
@@ -84,8 +84,8 @@ def load_wordnet_pairs(directory=DEFAULT_DIRECTORY, pos=PARTS_OF_SPEECH, held_ou
         )
     if not (is_number(held_out) and 0.0 <= held_out < 1.0):
         raise ValueError(f"`held_out` must be a number in [0, 1), got {held_out!r}.")
-    if max_pairs is not None and not is_positive_int(max_pairs):
-        raise ValueError(f"`max_pairs` must be an int > 0 or None, got {max_pairs!r}.")
+    if max_pairs is not None:
+        check_positive_int(max_pairs, "max_pairs", "an int > 0 or None")
     pairs = [dict(s, key=", ".join(s["words"])) for f in files for s in parse_wordnet_data(f)]
     order = np.random.default_rng(seed).permutation(len(pairs))
     pairs = [pairs[i] for i in order][:max_pairs]
@@ -110,8 +110,7 @@ def batches_without_repeated_words(pairs, batch_size, seed=0):
     Returns:
         A list of int arrays of `batch_size` indices.
     """
-    if not is_positive_int(batch_size):
-        raise ValueError(f"`batch_size` must be an int > 0, got {batch_size!r}.")
+    check_positive_int(batch_size, "batch_size")
     pending = list(np.random.default_rng(seed).permutation(len(pairs)))
     batches = []
     while len(pending) >= batch_size:
@@ -157,8 +156,7 @@ def hash_tokens(texts, vocabulary_size=32768, sequence_length=32):
     import zlib
 
     check_vocabulary_size(vocabulary_size)
-    if not is_positive_int(sequence_length):
-        raise ValueError(f"`sequence_length` must be an int > 0, got {sequence_length!r}.")
+    check_positive_int(sequence_length, "sequence_length")
     if isinstance(texts, (str, bytes)):
         raise ValueError(f"`texts` must be a list of strings, not one string: got {texts!r}.")
     texts = list(texts)

@@ -2,6 +2,8 @@
 
 import tensorflow as tf
 
+from keras_contrast.api_export import keras_contrast_export
+
 
 def _multi_replica_context():
     """Returns the replica context if there are several replicas, else None.
@@ -17,6 +19,7 @@ def _multi_replica_context():
     return context
 
 
+@keras_contrast_export("keras_contrast.distribute.num_replicas")
 def num_replicas():
     """Number of replicas in sync in the current replica context.
 
@@ -31,6 +34,7 @@ def num_replicas():
     return 1 if context is None else context.num_replicas_in_sync
 
 
+@keras_contrast_export("keras_contrast.distribute.replica_id")
 def replica_id():
     """Index of the current replica in its sync group, as an int32 tensor.
 
@@ -44,6 +48,7 @@ def replica_id():
     return tf.cast(context.replica_id_in_sync_group, tf.int32)
 
 
+@keras_contrast_export("keras_contrast.distribute.all_gather")
 def all_gather(x, axis=0):
     """Concatenates `x` from every replica, in replica order, with gradients.
 
@@ -88,6 +93,7 @@ def _dense_gradient(x):
     return tf.identity(x), gradient
 
 
+@keras_contrast_export("keras_contrast.distribute.gathered_sizes")
 def gathered_sizes(local_size):
     """The `local_size` of every replica, in replica order, as int32 `(R,)`.
 
@@ -103,6 +109,7 @@ def gathered_sizes(local_size):
     return tf.stop_gradient(context.all_gather(local_size, axis=0))
 
 
+@keras_contrast_export("keras_contrast.distribute.local_batch_offset")
 def local_batch_offset(local_batch):
     """First global row of this replica's slice of the global batch.
 

@@ -2,7 +2,8 @@
 
 import tensorflow as tf
 
-from keras_contrast.checks import is_positive_int
+from keras_contrast.api_export import keras_contrast_export
+from keras_contrast.checks import check_positive_int
 from keras_contrast.distribute.replica import all_gather
 from keras_contrast.distribute.replica import gathered_sizes
 from keras_contrast.distribute.replica import num_replicas
@@ -47,6 +48,7 @@ def _gather_rows(x, rows):
     return tf.gather(all_gather(x), rows)
 
 
+@keras_contrast_export("keras_contrast.distribute.shuffle_permutation")
 def shuffle_permutation(seed, num_replicas, local_batch):
     """The permutation of the global batch that `shuffle_across_replicas` uses.
 
@@ -77,8 +79,7 @@ def shuffle_permutation(seed, num_replicas, local_batch):
         row `permutation[p]` of the original, and replica r holds shuffled
         rows r·b … r·b + b - 1.
     """
-    if not is_positive_int(num_replicas):
-        raise ValueError(f"`num_replicas` must be an int >= 1, got {num_replicas!r}.")
+    check_positive_int(num_replicas, "num_replicas", "an int >= 1")
     order_seed, offset_seed, placement_seed = tf.unstack(
         tf.random.experimental.stateless_split(_seed_pair(seed), 3)
     )
@@ -99,6 +100,7 @@ def shuffle_permutation(seed, num_replicas, local_batch):
     return tf.cast(tf.gather(source_rows, tf.argsort(keys)), tf.int32)
 
 
+@keras_contrast_export("keras_contrast.distribute.shuffle_across_replicas")
 def shuffle_across_replicas(x, seed):
     """Shuffles a batch across replicas, returning the rows and an unshuffle.
 

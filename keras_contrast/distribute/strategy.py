@@ -2,12 +2,15 @@
 
 import tensorflow as tf
 
+from keras_contrast.api_export import keras_contrast_export
+
 # One strategy per device set, for the life of the process (see below).
 _STRATEGIES = {}
 # Collective group keys reserved per strategy.
 _GROUP_KEYS_PER_STRATEGY = 10_000
 
 
+@keras_contrast_export("keras_contrast.distribute.configure_logical_cpus")
 def configure_logical_cpus(num_devices):
     """Splits the first physical CPU into `num_devices` logical devices.
 
@@ -53,6 +56,7 @@ def configure_logical_cpus(num_devices):
     return [d.name for d in tf.config.list_logical_devices("CPU")]
 
 
+@keras_contrast_export("keras_contrast.distribute.simulated_cpu_strategy")
 def simulated_cpu_strategy(num_replicas):
     """A `MirroredStrategy` over `num_replicas` logical devices of one CPU.
 

@@ -4,8 +4,8 @@ import numpy as np
 import tensorflow as tf
 
 from keras_contrast.api_export import keras_contrast_export
+from keras_contrast.checks import check_positive_int
 from keras_contrast.checks import is_number
-from keras_contrast.checks import is_positive_int
 
 
 def _as_arrays(data, name="data"):
@@ -53,11 +53,11 @@ def check_labels(labels, count, name, num_classes=None):
     return labels.astype(np.int64)
 
 
+@keras_contrast_export("keras_contrast.evaluation.extract_features")
 def extract_features(encoder, x, batch_size=256):
     """`encoder` applied to `x` in inference mode, float32 `(n, d)`; the
     flattened inputs when `encoder` is None (e.g. raw pixels)."""
-    if not is_positive_int(batch_size):
-        raise ValueError(f"`batch_size` must be an int > 0, got {batch_size!r}.")
+    check_positive_int(batch_size, "batch_size")
     if encoder is not None and not callable(encoder):
         raise ValueError(f"`encoder` must be a Keras model, a callable or None, got {encoder!r}.")
     x = np.asarray(x)
@@ -73,8 +73,7 @@ def extract_features(encoder, x, batch_size=256):
 
 def check_vote_arguments(k, temperature):
     """Static checks of the k-NN `k` and vote `temperature`."""
-    if not is_positive_int(k):
-        raise ValueError(f"`k` must be an int > 0, got {k!r}.")
+    check_positive_int(k, "k")
     if not (is_number(temperature) and temperature > 0):
         raise ValueError(f"`temperature` must be a number > 0, got {temperature!r}.")
 
@@ -115,10 +114,9 @@ def knn_predict(train_features, train_labels, test_features, k=200, temperature=
         `(m, num_classes)` float32 vote sums; `argmax` is the prediction.
     """
     check_vote_arguments(k, temperature)
-    if num_classes is not None and not is_positive_int(num_classes):
-        raise ValueError(f"`num_classes` must be an int > 0 or None, got {num_classes!r}.")
-    if not is_positive_int(chunk_size):
-        raise ValueError(f"`chunk_size` must be an int > 0, got {chunk_size!r}.")
+    if num_classes is not None:
+        check_positive_int(num_classes, "num_classes", "an int > 0 or None")
+    check_positive_int(chunk_size, "chunk_size")
     train_features = _features(train_features, "train_features")
     test_features = _features(test_features, "test_features")
     if len(train_features) == 0:

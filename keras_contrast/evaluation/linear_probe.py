@@ -4,9 +4,9 @@ import keras
 import numpy as np
 
 from keras_contrast.api_export import keras_contrast_export
+from keras_contrast.checks import check_positive_int
 from keras_contrast.checks import is_int
 from keras_contrast.checks import is_number
-from keras_contrast.checks import is_positive_int
 from keras_contrast.evaluation.knn import _as_arrays
 from keras_contrast.evaluation.knn import extract_features
 
@@ -38,10 +38,8 @@ def linear_probe(encoder, train, test, epochs=100, learning_rate=1e-2, batch_siz
     Example:
     >>> accuracy, _ = linear_probe(model.encoder, (x_train, y_train), (x_test, y_test))
     """
-    if not is_positive_int(epochs):
-        raise ValueError(f"`epochs` must be an int > 0, got {epochs!r}.")
-    if not is_positive_int(batch_size):
-        raise ValueError(f"`batch_size` must be an int > 0, got {batch_size!r}.")
+    check_positive_int(epochs, "epochs")
+    check_positive_int(batch_size, "batch_size")
     if not (is_number(learning_rate) and learning_rate > 0):
         raise ValueError(f"`learning_rate` must be a number > 0, got {learning_rate!r}.")
     if not (is_number(weight_decay) and weight_decay >= 0):

@@ -1,5 +1,6 @@
 """Layers for contrastive models."""
 
+from keras_contrast.api_export import deprecated_aliases
 from keras_contrast.layers.batch_normalization import BatchNormalization
 from keras_contrast.layers.frozen_batch_normalization import FrozenBatchNormalization
 from keras_contrast.layers.ghost_batch_normalization import GhostBatchNormalization
@@ -8,9 +9,7 @@ from keras_contrast.layers.replica_statistics import ReplicaMeanStatistics
 from keras_contrast.layers.replica_statistics import average_replica_statistics
 from keras_contrast.layers.split_batch_normalization import SplitBatchNormalization
 from keras_contrast.layers.statistics import domain_scope
-from keras_contrast.layers.statistics import effective_momentum
 from keras_contrast.layers.statistics import frozen_statistics
-from keras_contrast.layers.statistics import statistics_frozen
 from keras_contrast.layers.temperature import ClipValue
 from keras_contrast.layers.temperature import LearnableTemperature
 
@@ -25,7 +24,13 @@ __all__ = [
     "SplitBatchNormalization",
     "average_replica_statistics",
     "domain_scope",
-    "effective_momentum",
     "frozen_statistics",
-    "statistics_frozen",
 ]
+
+# Names that left the public API; each warns and still works for one release.
+_DEPRECATED = {
+    "effective_momentum": "keras_contrast.layers.statistics.effective_momentum",
+    "statistics_frozen": "keras_contrast.layers.statistics.statistics_frozen",
+}
+__getattr__ = deprecated_aliases(__name__, _DEPRECATED)
+del deprecated_aliases

@@ -6,6 +6,7 @@ import keras
 import tensorflow as tf
 
 from keras_contrast.api_export import keras_contrast_export
+from keras_contrast.checks import check_unit_interval
 from keras_contrast.checks import is_int
 from keras_contrast.checks import is_number
 from keras_contrast.layers.replica_statistics import ReplicaMeanStatistics
@@ -73,8 +74,7 @@ def check_axis_type(axis):
 def check_momentum(momentum, name="momentum"):
     """Raises a ValueError naming `name` unless `momentum` is a number in
     [0, 1] (not a bool or a string)."""
-    if not is_number(momentum) or not 0.0 <= momentum <= 1.0:
-        raise ValueError(f"`{name}` must be a number in [0, 1], got {momentum!r}.")
+    check_unit_interval(momentum, name, number=True)
 
 
 def check_epsilon(epsilon):

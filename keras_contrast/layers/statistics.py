@@ -5,6 +5,8 @@ import threading
 
 import tensorflow as tf
 
+from keras_contrast.api_export import keras_contrast_export
+
 _DOMAINS = threading.local()
 
 _FLAG = []
@@ -50,6 +52,7 @@ def _in_replica_of_several():
     return context is not None and context.num_replicas_in_sync > 1
 
 
+@keras_contrast_export("keras_contrast.layers.frozen_statistics")
 @contextlib.contextmanager
 def frozen_statistics():
     """Within this context, keras_contrast BatchNorm layers called in training
@@ -110,6 +113,7 @@ def effective_momentum(momentum, dtype=tf.float32):
     )
 
 
+@keras_contrast_export("keras_contrast.layers.domain_scope")
 @contextlib.contextmanager
 def domain_scope(domain):
     """Makes `domain` the ids that `SplitBatchNormalization` layers called

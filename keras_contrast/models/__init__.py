@@ -1,5 +1,6 @@
 """Backbones with pluggable normalization and ready contrastive models."""
 
+from keras_contrast.api_export import deprecated_aliases
 from keras_contrast.models.dual_encoder import DualEncoder
 from keras_contrast.models.moco import MoCo
 from keras_contrast.models.mocov3 import MoCoV3
@@ -9,7 +10,6 @@ from keras_contrast.models.resnet import ResNetBackbone
 from keras_contrast.models.simclr import SimCLR
 from keras_contrast.models.vit import ViTBackbone
 from keras_contrast.models.vit import ViTTokens
-from keras_contrast.models.vit import sincos_position_embedding
 
 __all__ = [
     "DualEncoder",
@@ -21,5 +21,11 @@ __all__ = [
     "ViTTokens",
     "from_preset",
     "list_presets",
-    "sincos_position_embedding",
 ]
+
+# Names that left the public API; each warns and still works for one release.
+_DEPRECATED = {
+    "sincos_position_embedding": "keras_contrast.models.vit.sincos_position_embedding",
+}
+__getattr__ = deprecated_aliases(__name__, _DEPRECATED)
+del deprecated_aliases

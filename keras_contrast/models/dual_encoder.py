@@ -5,7 +5,7 @@ import keras
 import tensorflow as tf
 
 from keras_contrast.api_export import keras_contrast_export
-from keras_contrast.checks import is_positive_int
+from keras_contrast.checks import check_positive_int
 from keras_contrast.layers.temperature import LearnableTemperature
 from keras_contrast.losses.contrastive_loss import ContrastiveLoss
 from keras_contrast.training.contrastive_model import ContrastiveModel
@@ -65,8 +65,7 @@ class DualEncoder(ContrastiveModel):
         **kwargs,
     ):
         super().__init__(**kwargs)
-        if not is_positive_int(projection_dim):
-            raise ValueError(f"`projection_dim` must be an int > 0, got {projection_dim!r}.")
+        check_positive_int(projection_dim, "projection_dim")
         self.tower_a = tower_a
         self.tower_b = tower_b
         self.projection_dim = projection_dim

@@ -4,7 +4,8 @@ import keras
 import tensorflow as tf
 
 from keras_contrast.api_export import keras_contrast_export
-from keras_contrast.checks import is_positive_int
+from keras_contrast.checks import check_positive_int
+from keras_contrast.checks import check_unit_interval
 from keras_contrast.distribute.replica import all_gather
 from keras_contrast.distribute.shuffle import shuffle_across_replicas
 from keras_contrast.layers.projection_head import ProjectionHead
@@ -98,12 +99,10 @@ class MoCo(MomentumEncoderModel):
                  momentum=0.999, projection_norm=None, shuffle_bn=False, shuffle_seed=0,
                  **kwargs):
         super().__init__(**kwargs)
-        if not is_positive_int(queue_size):
-            raise ValueError(f"`queue_size` must be an int > 0, got {queue_size!r}.")
+        check_positive_int(queue_size, "queue_size")
         if isinstance(momentum, bool) or not isinstance(momentum, (int, float)):
             raise TypeError(f"`momentum` must be a number in [0, 1], got {momentum!r}.")
-        if not 0.0 <= momentum <= 1.0:
-            raise ValueError(f"`momentum` must lie in [0, 1], got {momentum!r}.")
+        check_unit_interval(momentum, "momentum")
         if not isinstance(shuffle_bn, bool):
             raise TypeError(f"`shuffle_bn` must be True or False, got {shuffle_bn!r}.")
         if isinstance(shuffle_seed, bool) or not isinstance(shuffle_seed, int):

@@ -4,7 +4,8 @@ import keras
 import tensorflow as tf
 
 from keras_contrast.api_export import keras_contrast_export
-from keras_contrast.checks import is_positive_int
+from keras_contrast.checks import check_positive_int
+from keras_contrast.checks import check_unit_interval
 from keras_contrast.layers.projection_head import ProjectionHead
 from keras_contrast.models.simclr import check_views
 from keras_contrast.normalization.factory import serialize_norm
@@ -75,11 +76,10 @@ class MoCoV3(MomentumEncoderModel):
         **kwargs,
     ):
         super().__init__(**kwargs)
-        for name, value in (("momentum", momentum), ("final_momentum", final_momentum)):
-            if not 0.0 <= value <= 1.0:
-                raise ValueError(f"`{name}` must lie in [0, 1], got {value!r}.")
-        if total_steps is not None and not is_positive_int(total_steps):
-            raise ValueError(f"`total_steps` must be None or an int > 0, got {total_steps!r}.")
+        check_unit_interval(momentum, "momentum")
+        check_unit_interval(final_momentum, "final_momentum")
+        if total_steps is not None:
+            check_positive_int(total_steps, "total_steps", "None or an int > 0")
         self.projection_dims = tuple(projection_dims)
         self.prediction_dims = tuple(prediction_dims)
         if self.prediction_dims[-1] != self.projection_dims[-1]:

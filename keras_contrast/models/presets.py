@@ -5,7 +5,7 @@ import inspect
 import keras
 
 from keras_contrast.api_export import keras_contrast_export
-from keras_contrast.checks import is_positive_int
+from keras_contrast.checks import check_positive_int
 from keras_contrast.data.wordnet import check_vocabulary_size
 from keras_contrast.models.dual_encoder import DualEncoder
 from keras_contrast.models.moco import MoCo
@@ -85,8 +85,7 @@ def _text_tower(name, vocabulary_size=32768, sequence_length=32, width=256):
     """Token ids `(batch, sequence_length)` (0 = padding) → `(batch, width)`."""
     check_vocabulary_size(vocabulary_size)
     for argument, value in (("sequence_length", sequence_length), ("width", width)):
-        if not is_positive_int(value):
-            raise ValueError(f"`{argument}` must be an int > 0, got {value!r}.")
+        check_positive_int(value, argument)
     tokens = keras.Input((sequence_length,), dtype="int32", name=f"{name}_tokens")
     x = keras.layers.Embedding(vocabulary_size, width, mask_zero=True)(tokens)
     x = keras.layers.GlobalAveragePooling1D()(x)

@@ -5,8 +5,8 @@ import math
 import keras
 
 from keras_contrast.api_export import keras_contrast_export
+from keras_contrast.checks import check_positive_int
 from keras_contrast.checks import is_int
-from keras_contrast.checks import is_positive_int
 from keras_contrast.normalization.factory import deserialize_norm
 from keras_contrast.normalization.factory import normalization_layer
 from keras_contrast.normalization.factory import serialize_norm
@@ -91,8 +91,7 @@ class ResNetBackbone(keras.Model):
             raise ValueError(f"`depth` must be one of {sorted(_DEPTHS)}, got {depth!r}.")
         if stem not in _STEMS:
             raise ValueError(f"`stem` must be one of {_STEMS}, got {stem!r}.")
-        if not is_positive_int(width):
-            raise ValueError(f"`width` must be an integer > 0, got {width!r}.")
+        check_positive_int(width, "width", "an integer > 0")
         input_shape = _check_input_shape(input_shape)
         if norm_kwargs is not None and not isinstance(norm_kwargs, dict):
             raise ValueError(

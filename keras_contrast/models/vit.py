@@ -5,8 +5,8 @@ import keras
 import numpy as np
 
 from keras_contrast.api_export import keras_contrast_export
+from keras_contrast.checks import check_positive_int
 from keras_contrast.checks import is_number
-from keras_contrast.checks import is_positive_int
 from keras_contrast.normalization.factory import deserialize_norm
 from keras_contrast.normalization.factory import normalization_layer
 from keras_contrast.normalization.factory import serialize_norm
@@ -170,8 +170,7 @@ class ViTBackbone(keras.Model):
         for arg, value in (("hidden_dim", hidden), ("depth", blocks), ("num_heads", heads),
                            ("mlp_dim", mlp), ("image_size", image_size),
                            ("patch_size", patch_size), ("num_channels", num_channels)):
-            if not is_positive_int(value):
-                raise ValueError(f"`{arg}` must be an integer > 0, got {value!r}.")
+            check_positive_int(value, arg, "an integer > 0")
         if image_size % patch_size:
             raise ValueError(
                 f"`patch_size`={patch_size} must divide `image_size`={image_size}."

@@ -7,6 +7,7 @@ from keras_contrast.api_export import keras_contrast_export
 from keras_contrast.normalization.convert import KINDS
 
 NORMALIZATIONS = KINDS + ("layer", "group")
+keras_contrast_export("keras_contrast.normalization.NORMALIZATIONS")(NORMALIZATIONS)
 
 _COMMON = ("epsilon", "center", "scale", "gamma_initializer", "beta_initializer")
 _BATCH = _COMMON + ("momentum",)

@@ -9,6 +9,7 @@ import tensorflow as tf
 
 from keras_contrast import layers as kc_layers
 from keras_contrast.api_export import keras_contrast_export
+from keras_contrast.checks import check_positive_int
 from keras_contrast.layers.ghost_batch_normalization import group_moments
 
 ORDERS = ("one_sweep", "layer_by_layer")
@@ -17,12 +18,7 @@ ORDERS = ("one_sweep", "layer_by_layer")
 def check_arguments(num_batches, order):
     """Raises ValueError for a bad `num_batches` or `order` (shared with the
     `PreciseBN` callback, which checks them when it is built)."""
-    if (
-        isinstance(num_batches, bool)
-        or not isinstance(num_batches, (int, np.integer))
-        or num_batches < 1
-    ):
-        raise ValueError(f"`num_batches` must be an int >= 1, got {num_batches!r}.")
+    check_positive_int(num_batches, "num_batches", "an int >= 1", numpy_ints=True)
     if order not in ORDERS:
         raise ValueError(f"`order` must be one of {ORDERS}, got {order!r}.")
 

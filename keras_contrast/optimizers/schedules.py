@@ -6,9 +6,9 @@ import keras
 from keras import ops
 
 from keras_contrast.api_export import keras_contrast_export
+from keras_contrast.checks import check_positive_int
 from keras_contrast.checks import is_int
 from keras_contrast.checks import is_number
-from keras_contrast.checks import is_positive_int
 
 
 @keras_contrast_export("keras_contrast.optimizers.WarmupCosineDecay")
@@ -84,8 +84,7 @@ def scaled_learning_rate(base, batch_size, rule="linear"):
     """
     if not (is_number(base) and base > 0):
         raise ValueError(f"`base` must be a number > 0, got {base!r}.")
-    if not is_positive_int(batch_size):
-        raise ValueError(f"`batch_size` must be an int > 0, got {batch_size!r}.")
+    check_positive_int(batch_size, "batch_size")
     if rule == "linear":
         return base * batch_size / 256.0
     if rule == "sqrt":

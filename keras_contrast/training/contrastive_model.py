@@ -229,6 +229,7 @@ class ContrastiveModel(TrainStep, keras.Model):
         return logs_for_strategy(super().test_step(data))
 
 
+@keras_contrast_export("keras_contrast.training.encoder_of")
 def encoder_of(model):
     """The network to evaluate or export: the `encoder` of `model` (of the
     model a `GradCache` trains, when given one) when it has one, else that

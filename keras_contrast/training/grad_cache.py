@@ -7,7 +7,7 @@ import keras
 import tensorflow as tf
 
 from keras_contrast.api_export import keras_contrast_export
-from keras_contrast.checks import is_positive_int
+from keras_contrast.checks import check_positive_int
 from keras_contrast.layers.split_batch_normalization import SplitBatchNormalization
 from keras_contrast.training.contrastive_model import ContrastiveModel
 from keras_contrast.training.step import TrainStep
@@ -22,8 +22,7 @@ _STATISTICS_LAYERS = (keras.layers.BatchNormalization, SplitBatchNormalization)
 def _check_count(name, value):
     if value is None:
         return None
-    if not is_positive_int(value):
-        raise ValueError(f"`{name}` must be an integer > 0, got {value!r}.")
+    check_positive_int(value, name, "an integer > 0")
     return value
 
 

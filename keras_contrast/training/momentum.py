@@ -6,7 +6,8 @@ import keras
 import tensorflow as tf
 
 from keras_contrast.api_export import keras_contrast_export
-from keras_contrast.checks import is_positive_int
+from keras_contrast.checks import check_positive_int
+from keras_contrast.checks import check_unit_interval
 from keras_contrast.normalization.factory import deserialize_norm
 from keras_contrast.training.contrastive_model import ContrastiveModel
 
@@ -30,11 +31,9 @@ def cosine_momentum(step, total_steps, base_momentum=0.99, final_momentum=1.0):
     >>> cosine_momentum(0, 100).numpy()   # 0.99
     >>> cosine_momentum(100, 100).numpy() # 1.0
     """
-    if not is_positive_int(total_steps):
-        raise ValueError(f"`total_steps` must be an int > 0, got {total_steps!r}.")
-    for name, value in (("base_momentum", base_momentum), ("final_momentum", final_momentum)):
-        if not 0.0 <= value <= 1.0:
-            raise ValueError(f"`{name}` must lie in [0, 1], got {value!r}.")
+    check_positive_int(total_steps, "total_steps")
+    check_unit_interval(base_momentum, "base_momentum")
+    check_unit_interval(final_momentum, "final_momentum")
     progress = tf.minimum(tf.cast(step, tf.float32) / float(total_steps), 1.0)
     cosine = (tf.cos(math.pi * progress) + 1.0) / 2.0
     return final_momentum - (final_momentum - base_momentum) * cosine
@@ -65,6 +64,7 @@ def ema_update(targets, sources, momentum):
         target.assign(m * target + (1.0 - m) * tf.cast(source, target.dtype))
 
 
+@keras_contrast_export("keras_contrast.training.MomentumEncoderModel")
 class MomentumEncoderModel(ContrastiveModel):
     """Base of models with a momentum (EMA) copy of `backbone` +
     `projector` as `key_backbone` + `key_projector` (MoCo, MoCo v3).
