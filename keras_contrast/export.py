@@ -8,6 +8,8 @@ from keras_contrast.checks import check_writable_directory
 from keras_contrast.training.contrastive_model import encoder_of
 from keras_contrast.training.step import TrainStep
 
+__all__ = ["export_dual_encoder", "export_encoder"]
+
 _DUAL_ATTRIBUTES = ("tower_a", "tower_b", "encode_a", "encode_b")
 
 

@@ -36,23 +36,6 @@ from keras_contrast.cli.summary import fit_verbosity
 from keras_contrast.cli.validation import missing_requirements
 from keras_contrast.cli.validation import validate_train
 
-__all__ = [
-    "UsageError",
-    "add_data_arguments",
-    "build_parser",
-    "closing_summary",
-    "export_command",
-    "fit_verbosity",
-    "load_images",
-    "main",
-    "make_loss",
-    "make_optimizer",
-    "make_strategy",
-    "missing_requirements",
-    "optimizer_settings",
-    "preset_overrides",
-    "read_history",
-    "validate_train",
-    "wordnet_split",
-    "write_plots",
-]
+# The command is the public interface; the functions above are importable
+# for tests and scripts but are not part of the public API.
+__all__ = ["main"]

@@ -6,6 +6,7 @@ import numpy as np
 from absl import logging as absl_logging
 
 from keras_contrast import data
+from keras_contrast.data import fashion_mnist
 from keras_contrast.cli.errors import UsageError
 
 
@@ -34,7 +35,7 @@ def load_images(name, train_size=None, image_size=None, data_dir=None, download=
         (x, y), (xt, yt) = data.load_digits()
     elif name.startswith("tfds:"):
         (x, y), (xt, yt) = _load_tfds(name, data_dir, download)
-    elif all(os.path.exists(os.path.join(name, f)) for f in data.FASHION_MNIST_FILES.values()):
+    elif all(os.path.exists(os.path.join(name, f)) for f in fashion_mnist.FILES.values()):
         (x, y), (xt, yt) = data.load_fashion_mnist(name)
     elif os.path.isdir(os.path.join(name, "train")):
         size = None if image_size is None else (image_size, image_size)

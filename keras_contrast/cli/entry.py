@@ -1,5 +1,6 @@
 """The entry of the `keras-contrast` command and `python -m keras_contrast`."""
 
+from keras_contrast.api_export import keras_contrast_export
 from keras_contrast.cli.errors import UsageError
 from keras_contrast.cli.errors import fail
 from keras_contrast.cli.evaluate import evaluate
@@ -10,6 +11,7 @@ from keras_contrast.cli.train import train
 COMMANDS = {"train": train, "evaluate": evaluate, "export": export_command}
 
 
+@keras_contrast_export("keras_contrast.cli.main")
 def main(argv=None):
     """Runs the `keras-contrast` command.
 

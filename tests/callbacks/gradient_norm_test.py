@@ -11,7 +11,7 @@ from keras_contrast import losses
 from keras_contrast.callbacks import GradientNormMonitor
 from keras_contrast.training import ContrastiveModel
 from keras_contrast.training import GradCache
-from keras_contrast.training import resolve_gradient_norm_groups
+from keras_contrast.training.step import resolve_gradient_norm_groups
 from tests import test_case
 
 

@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 from keras_contrast import data
+from keras_contrast.data import fashion_mnist
 
 
 def write_idx(path, array):
@@ -24,7 +25,7 @@ def write_dataset(folder, n_train=6, n_test=4):
         "test_images": rng.integers(0, 256, (n_test, 28, 28)),
         "test_labels": rng.integers(0, 10, n_test),
     }
-    for key, name in data.FASHION_MNIST_FILES.items():
+    for key, name in fashion_mnist.FILES.items():
         write_idx(os.path.join(folder, name), arrays[key])
     return arrays
 
@@ -43,11 +44,11 @@ def test_corrupt_and_missing_files(tmp_path):
     with gzip.open(path, "wb") as handle:
         handle.write((1234).to_bytes(4, "big") + b"\0" * 8)
     with pytest.raises(ValueError, match="magic number 1234"):
-        data.read_idx(str(path))
+        fashion_mnist.read_idx(str(path))
     with gzip.open(path, "wb") as handle:
         handle.write((2049).to_bytes(4, "big") + (5).to_bytes(4, "big") + b"\0" * 3)
     with pytest.raises(ValueError, match="holds 3 bytes"):
-        data.read_idx(str(path))
+        fashion_mnist.read_idx(str(path))
     with pytest.raises(FileNotFoundError, match="apt install dataset-fashion-mnist"):
         data.load_fashion_mnist(str(tmp_path / "empty"))
 

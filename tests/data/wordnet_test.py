@@ -6,6 +6,7 @@ import os
 import pytest
 
 from keras_contrast import data
+from keras_contrast.data import wordnet
 
 HEADER = "  1 This software and database is being provided to you, the LICENSEE, by  \n"
 NOUN = (
@@ -20,14 +21,14 @@ ADJ = "00020103 00 s 02 outback(a) 0 remote 0 001 & 00019874 a 0000 | inaccessib
 def test_parses_hand_written_files(tmp_path):
     (tmp_path / "data.noun").write_text(HEADER + NOUN)
     (tmp_path / "data.adj").write_text(HEADER + ADJ)
-    nouns = data.parse_wordnet_data(str(tmp_path / "data.noun"))
+    nouns = wordnet.parse_wordnet_data(str(tmp_path / "data.noun"))
     assert nouns == [
         {"id": "noun:02084071", "words": ["dog", "domestic dog", "canis familiaris"],
          "gloss": "a member of the genus Canis"},
         {"id": "noun:09213565", "words": ["bank"],
          "gloss": "sloping land (especially the slope beside a body of water)"},
     ]
-    adjectives = data.parse_wordnet_data(str(tmp_path / "data.adj"))
+    adjectives = wordnet.parse_wordnet_data(str(tmp_path / "data.adj"))
     assert adjectives[0]["words"] == ["outback", "remote"]
     assert adjectives[0]["gloss"] == "inaccessible and sparsely populated"
     train, held = data.load_wordnet_pairs(str(tmp_path), pos=("noun", "adj"), held_out=0.34)
@@ -38,7 +39,7 @@ def test_parses_hand_written_files(tmp_path):
 def test_errors(tmp_path):
     (tmp_path / "data.noun").write_text("garbage line\n")
     with pytest.raises(ValueError, match="not a WordNet synset line"):
-        data.parse_wordnet_data(str(tmp_path / "data.noun"))
+        wordnet.parse_wordnet_data(str(tmp_path / "data.noun"))
     with pytest.raises(FileNotFoundError, match="wordnet-base"):
         data.load_wordnet_pairs(str(tmp_path / "missing"))
 
@@ -55,7 +56,7 @@ def test_batches_have_no_repeated_words():
 @pytest.mark.skipif(not os.path.exists("/usr/share/wordnet/data.noun"),
                     reason="Debian's wordnet-base is not installed")
 def test_real_wordnet_noun_synsets():
-    nouns = data.parse_wordnet_data("/usr/share/wordnet/data.noun")
+    nouns = wordnet.parse_wordnet_data("/usr/share/wordnet/data.noun")
     assert len(nouns) == 82115
     dog = next(s for s in nouns if s["id"] == "noun:02084071")
     assert dog["words"][:2] == ["dog", "domestic dog"]
