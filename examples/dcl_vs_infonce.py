@@ -40,7 +40,7 @@ def train(loss_name, batch, seed, x_train, config):
 def main():
     args = common.parse_args(__doc__.split("\n\n")[0], extra=lambda p: p.add_argument(
         "--batches", type=int, nargs="+", default=None))
-    config = (dict(train=256, test=256, epochs=1, width=4, seeds=1, batches=[32, 64])
+    config = (dict(train=256, test=256, epochs=1, width=4, seeds=1, batches=[64])
               if args.quick else
               dict(train=2048, test=2000, epochs=2, width=4, seeds=3, batches=[32, 64, 128, 256]))
     batches = args.batches or config["batches"]

@@ -246,6 +246,9 @@ def test_dual_encoder_on_wordnet_under_two_replicas(tmp_path, capsys):
         assert scores["recall_at_5"] == pytest.approx(results["recall_at_5"])
 
 
+# slow: ~140 s; two-worker exactness is also tested, without the command
+# line, by tests/distribute/multi_worker_test.py in `make test`.
+@pytest.mark.slow
 def test_two_workers_on_loopback_equal_a_single_process_run(tmp_path):
     """`--strategy multiworker`: 2 worker processes on 127.0.0.1 (TF_CONFIG)
     with synchronised BN end with bit-identical weights, equal to one

@@ -32,7 +32,7 @@ the first (by up to 9.5e-7, one ulp of entries up to 7.9; how many depends
 on the load); 0 of 29 with either option. keras_contrast's gathered two-view
 losses had this structure (the gathered views were concatenated once per
 anchor view); they now build the candidates once
-(`GlobalBatch.candidates` in `keras_contrast/losses/contrastive_loss.py`),
+(`GlobalBatch.candidates` in `keras_contrast/losses/global_batch.py`),
 tested by `tests/distribute/reproducibility_test.py`.
 """
 

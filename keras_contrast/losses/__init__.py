@@ -1,4 +1,13 @@
-"""Contrastive losses: `(batch, views, dim)` embeddings in, `(batch,)` out."""
+"""Contrastive losses: `(batch, views, dim)` embeddings in, `(batch,)` out.
+
+Each loss's module holds its math (`info_nce`, `dcl`, `clip`, `mocov3`,
+`queue`); what they share, read top-down: `contrastive_loss` (the base
+class: shared arguments, `__call__`, config), `two_view` (a two-view
+loss's description and its terms), `global_batch` (normalisation, the
+gathered batch, the reductions), `kernels` and `tiled` (the per-anchor
+log-sum-exps and positive logits, dense and tiled), `_checks` (argument
+checks).
+"""
 
 from keras_contrast.losses.clip import CLIPLoss
 from keras_contrast.losses.clip import clip_loss

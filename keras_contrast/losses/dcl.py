@@ -1,21 +1,50 @@
-"""Decoupled Contrastive Learning losses: DCL and its weighted form DCLW."""
+"""Decoupled Contrastive Learning losses: DCL and its weighted form DCLW
+(docs/design.md §2.3, §2.4)."""
 
 import tensorflow as tf
 
 from keras_contrast.api_export import keras_contrast_export
+from keras_contrast.losses._checks import check_bool
+from keras_contrast.losses._checks import check_negatives
+from keras_contrast.losses._checks import check_positive
+from keras_contrast.losses._checks import configured_number
+from keras_contrast.losses._checks import positive_tensor
 from keras_contrast.losses.contrastive_loss import ContrastiveLoss
-from keras_contrast.losses.contrastive_loss import check_bool
-from keras_contrast.losses.contrastive_loss import check_negatives
-from keras_contrast.losses.contrastive_loss import check_positive
-from keras_contrast.losses.contrastive_loss import positive_tensor
-from keras_contrast.losses.contrastive_loss import two_view_loss
+from keras_contrast.losses.contrastive_loss import per_sample_loss
+from keras_contrast.losses.two_view import TwoViewPairs
+from keras_contrast.losses.two_view import two_view_terms
 
 
+def dcl_from_logits(log_negatives, positive_logit, positive_weight=None):
+    """DCL of anchors from the log-sum-exp of their negatives `lse⁻` and
+    their positive's (or positives' mean) logit `s⁺`: `lse⁻ - w·s⁺`, with
+    `w` = 1 (DCL) or DCLW's `positive_weight`. The positive is not in the
+    denominator: that removes InfoNCE's negative-positive coupling."""
+    if positive_weight is not None:
+        positive_logit = positive_weight * positive_logit
+    return log_negatives - positive_logit
+
+
+def _decoupled_loss(terms, positive_weight=None):
+    """Per-sample DCL(W) from `two_view_terms`: the mean of the two anchor
+    losses, and 0 (with a zero gradient) where no anchor has a negative:
+    -inf (an empty log-sum-exp) becomes 0; the tiled and masked kernels
+    give that branch a zero, finite gradient."""
+    values = terms.mean_over_views(
+        lambda view: dcl_from_logits(view.log_denominator, view.positive_logit,
+                                     positive_weight))
+    return tf.where(terms.has_negatives, values, tf.zeros_like(values))
+
+
+@keras_contrast_export("keras_contrast.losses.dcl")
+@per_sample_loss
 def dcl(
     y_true, y_pred, temperature=0.1, negatives="all", gather=True, normalize=True,
     tile_size=None,
 ):
-    """Decoupled contrastive loss per sample (Yeh et al., 2021, eq. 6).
+    """Decoupled contrastive loss per sample: the DCL loss after
+    Proposition 1 of Yeh et al., ECCV 2022 (arXiv 2110.06848);
+    docs/design.md §2.3.
 
         L_i = -<z_i^(1), z_i^(2)>/τ + log Σ_{l∈{1,2}, j≠i} exp(<z_i^(1), z_j^(l)>/τ)
 
@@ -36,29 +65,17 @@ def dcl(
         y_pred: `(batch, 2, dim)`.
         temperature: float or scalar tensor > 0.
         negatives: `"all"` or `"cross"`.
-        gather: bool. Score local anchors against the gathered global batch.
-        normalize: bool. L2-normalise the embeddings.
-        tile_size: None or int >= 1, columns per tile of the tiled path.
-
-    Returns:
-        `(batch,)` float32 (float64 for float64 embeddings or under
-        `floatx() == "float64"`): mean of each sample's two anchor losses.
+        {options}: the mean of each sample's two anchor losses.
     """
-    return two_view_loss(
-        y_true,
-        y_pred,
-        temperature,
-        negatives,
-        gather,
-        normalize,
-        "DCL",
-        decoupled=True,
-        tile_size=tile_size,
-    )
+    pairs = TwoViewPairs("DCL", negatives, positives_in_denominator=False)
+    terms = two_view_terms(pairs, y_true, y_pred, temperature, gather, normalize, tile_size)
+    return _decoupled_loss(terms)
 
 
 def von_mises_fisher_weight(sigma=0.5, weight_stop_gradient=False):
-    """DCLW's positive weight over the global batch (Yeh et al., 2021, eq. 8).
+    """DCLW's positive weight over the global batch: the DCLW weight after
+    Proposition 1 of Yeh et al., ECCV 2022 (arXiv 2110.06848);
+    docs/design.md §2.4.
 
         w_i = 2 - N · softmax_j(<z_j^(1), z_j^(2)> / σ)_i,   E[w] = 1.
 
@@ -80,6 +97,8 @@ def von_mises_fisher_weight(sigma=0.5, weight_stop_gradient=False):
     return weight
 
 
+@keras_contrast_export("keras_contrast.losses.dclw")
+@per_sample_loss
 def dclw(
     y_true,
     y_pred,
@@ -91,13 +110,16 @@ def dclw(
     weight_stop_gradient=False,
     tile_size=None,
 ):
-    """Weighted decoupled contrastive loss per sample (Yeh et al., 2021).
+    """Weighted decoupled contrastive loss per sample: the DCL loss with the
+    DCLW weight after Proposition 1 of Yeh et al., ECCV 2022 (arXiv
+    2110.06848); docs/design.md §2.4.
 
         L_i = -w_i <z_i^(1), z_i^(2)>/τ + log Σ_{l∈{1,2}, j≠i} exp(<z_i^(1), z_j^(l)>/τ)
 
     with the von Mises-Fisher weight `w_i = 2 - N·softmax_j(s_jj/σ)_i` taken
-    over the global batch. `y_true` is ignored. A global batch of one sample
-    (dynamic) has no negatives: its loss is 0 (see `dcl`).
+    over the global batch (`von_mises_fisher_weight`). `y_true` is ignored.
+    A global batch of one sample (dynamic) has no negatives: its loss is 0
+    (see `dcl`).
 
     Args:
         y_true: ignored.
@@ -105,31 +127,16 @@ def dclw(
         temperature: float or scalar tensor > 0.
         sigma: float or scalar tensor > 0, the weight's scale σ.
         negatives: `"all"` or `"cross"`.
-        gather: bool.
-        normalize: bool.
         weight_stop_gradient: bool. False (the paper's reference code)
             back-propagates through w; True treats w as a constant (as
             lightly does).
-        tile_size: None or int >= 1, columns per tile of the tiled path.
-
-    Returns:
-        `(batch,)` float32 (float64, as for `dcl`).
+        {options}.
     """
     del y_true
-    check_positive("sigma", sigma)
-    return two_view_loss(
-        None,
-        y_pred,
-        temperature,
-        negatives,
-        gather,
-        normalize,
-        "DCLW",
-        use_labels=False,
-        decoupled=True,
-        positive_weight_fn=von_mises_fisher_weight(sigma, weight_stop_gradient),
-        tile_size=tile_size,
-    )
+    weight = von_mises_fisher_weight(sigma, weight_stop_gradient)
+    pairs = TwoViewPairs("DCLW", negatives, use_labels=False, positives_in_denominator=False)
+    terms = two_view_terms(pairs, None, y_pred, temperature, gather, normalize, tile_size)
+    return _decoupled_loss(terms, weight(terms.batch))
 
 
 @keras_contrast_export("keras_contrast.losses.DCL")
@@ -137,7 +144,8 @@ class DCL(ContrastiveLoss):
     """Decoupled Contrastive Learning loss.
 
     Removes the positive pair from the InfoNCE denominator, which removes the
-    negative-positive coupling that makes InfoNCE need large batches.
+    negative-positive coupling that makes InfoNCE need large batches. The
+    formula: `dcl`, docs/design.md §2.3.
 
     No negatives: with class ids, a global batch of a single class leaves
     no negative in any anchor's denominator. Its loss is defined as 0 (per
@@ -148,15 +156,7 @@ class DCL(ContrastiveLoss):
         temperature: float > 0. Softmax temperature τ.
         negatives: `"all"` (both views of every other sample, as SimCLR) or
             `"cross"` (only the other view, as CLIP).
-        gather: bool. Gather embeddings from all replicas (with gradients) when
-            called inside a distribution strategy.
-        normalize: bool. L2-normalise the embeddings.
-        tile_size: None (dense logits) or int >= 1: compute the log-sum-exp
-            over tiles of that many columns with a recomputing custom
-            gradient, never holding the `(batch, N)` logits (equal to the
-            dense loss up to float rounding; see README "Tiled losses").
-        reduction: Keras reduction.
-        name: str.
+        {shared_args}
 
     Call arguments:
         y_true: None, or integer class ids `(batch,)` (same-class embeddings
@@ -172,29 +172,10 @@ class DCL(ContrastiveLoss):
         (arXiv 2110.06848).
     """
 
-    def __init__(
-        self,
-        temperature=0.1,
-        negatives="all",
-        gather=True,
-        normalize=True,
-        tile_size=None,
-        reduction="sum_over_batch_size",
-        name="dcl",
-        dtype=None,
-    ):
+    def __init__(self, temperature=0.1, negatives="all", *, name="dcl", **kwargs):
         check_negatives(negatives)
-        super().__init__(
-            dcl,
-            temperature=temperature,
-            gather=gather,
-            normalize=normalize,
-            reduction=reduction,
-            name=name,
-            dtype=dtype,
-            tile_size=tile_size,
-            negatives=negatives,
-        )
+        super().__init__(dcl, temperature, dict(negatives=negatives), name=name, **kwargs)
+
 
 @keras_contrast_export("keras_contrast.losses.DCLW")
 class DCLW(ContrastiveLoss):
@@ -204,22 +185,16 @@ class DCLW(ContrastiveLoss):
     `w_i = 2 - N·softmax_j(<z_j^(1), z_j^(2)>/σ)_i`, which up-weights hard
     positives; E[w] = 1 over the global batch (the softmax runs over the
     gathered batch under a strategy, so 4 replicas x 8 equal 1 device x 32).
+    The formula: `dclw`, docs/design.md §2.4.
 
     Args:
         temperature: float > 0. Softmax temperature τ.
         sigma: float > 0. Scale σ of the weight (paper: 0.5).
         negatives: `"all"` or `"cross"`.
-        gather: bool. Gather embeddings across replicas.
-        normalize: bool. L2-normalise the embeddings.
         weight_stop_gradient: bool. False (default, the paper's reference
             code) differentiates through the weight; True treats it as a
             constant, as lightly's implementation does.
-        tile_size: None (dense logits) or int >= 1: compute the log-sum-exp
-            over tiles of that many columns with a recomputing custom
-            gradient, never holding the `(batch, N)` logits (equal to the
-            dense loss up to float rounding; see README "Tiled losses").
-        reduction: Keras reduction.
-        name: str.
+        {shared_args}
 
     Call arguments:
         y_true: ignored.
@@ -230,35 +205,15 @@ class DCLW(ContrastiveLoss):
     >>> model.compile(optimizer="adamw", loss=keras_contrast.losses.DCLW())
 
     Reference:
-        Yeh et al., "Decoupled Contrastive Learning", ECCV 2022.
+        Yeh et al., "Decoupled Contrastive Learning", ECCV 2022
+        (arXiv 2110.06848).
     """
 
-    def __init__(
-        self,
-        temperature=0.1,
-        sigma=0.5,
-        negatives="all",
-        gather=True,
-        normalize=True,
-        weight_stop_gradient=False,
-        tile_size=None,
-        reduction="sum_over_batch_size",
-        name="dclw",
-        dtype=None,
-    ):
+    def __init__(self, temperature=0.1, sigma=0.5, negatives="all",
+                 *, weight_stop_gradient=False, name="dclw", **kwargs):
         check_negatives(negatives)
-        check_positive("sigma", sigma, allow_tensor=False)
-        check_bool("weight_stop_gradient", weight_stop_gradient)
-        super().__init__(
-            dclw,
-            temperature=temperature,
-            gather=gather,
-            normalize=normalize,
-            reduction=reduction,
-            name=name,
-            dtype=dtype,
-            tile_size=tile_size,
-            sigma=sigma if isinstance(sigma, (int, float)) else float(sigma),
-            negatives=negatives,
-            weight_stop_gradient=bool(weight_stop_gradient),
-        )
+        sigma = configured_number("sigma", sigma)
+        weight_stop_gradient = check_bool("weight_stop_gradient", weight_stop_gradient)
+        options = dict(sigma=sigma, negatives=negatives,
+                       weight_stop_gradient=weight_stop_gradient)
+        super().__init__(dclw, temperature, options, name=name, **kwargs)

@@ -1,16 +1,49 @@
-"""InfoNCE / NT-Xent (SimCLR), with optional supervised positives."""
+"""InfoNCE / NT-Xent (SimCLR), with optional supervised positives
+(docs/design.md §2.1, §2.2)."""
+
+import tensorflow as tf
 
 from keras_contrast.api_export import keras_contrast_export
+from keras_contrast.losses._checks import check_negatives
 from keras_contrast.losses.contrastive_loss import ContrastiveLoss
-from keras_contrast.losses.contrastive_loss import check_negatives
-from keras_contrast.losses.contrastive_loss import two_view_loss
+from keras_contrast.losses.contrastive_loss import per_sample_loss
+from keras_contrast.losses.two_view import TwoViewPairs
+from keras_contrast.losses.two_view import two_view_terms
 
 
+def info_nce_from_logits(log_negatives, positive_logit):
+    """InfoNCE of anchors with one positive each, from the log-sum-exp of
+    their negatives `lse⁻` and their positive's logit `s⁺`:
+
+        -s⁺ + log(e^{s⁺} + e^{lse⁻}) = softplus(lse⁻ - s⁺)
+
+    The softplus form is exact near a loss of 0, where the plain difference
+    of two ≈1/τ terms cancels in float32. 0 for an anchor without negatives
+    (`lse⁻ = -inf`).
+    """
+    return tf.nn.softplus(log_negatives - positive_logit)
+
+
+def info_nce_of_terms(terms):
+    """Per-sample InfoNCE from `two_view_terms` of a loss whose positives
+    stay in the denominator: the mean of each sample's two anchor losses."""
+
+    def anchor_loss(view):
+        if terms.class_positives:  # The kernels' denominator holds the positives.
+            return view.log_denominator - view.positive_logit
+        return info_nce_from_logits(view.log_denominator, view.positive_logit)
+
+    return terms.mean_over_views(anchor_loss)
+
+
+@keras_contrast_export("keras_contrast.losses.info_nce")
+@per_sample_loss
 def info_nce(
     y_true, y_pred, temperature=0.1, negatives="all", gather=True, normalize=True,
     tile_size=None,
 ):
-    """InfoNCE (NT-Xent) loss per sample (Chen et al., 2020; DCL eq. 1).
+    """InfoNCE (NT-Xent) loss per sample (Chen et al., 2020, eq. 1;
+    docs/design.md §2.1).
 
     For anchor z_i^(1) with positive z_i^(2) and logits s = <·,·>/τ:
 
@@ -20,29 +53,21 @@ def info_nce(
     (`negatives="all"`, the 2N-1 others of SimCLR) or only the other view
     (`negatives="cross"`). With class ids in `y_true`, every same-class
     embedding is a positive and the positive term is their mean
-    (supervised contrastive, Khosla et al. 2020, L_out). The positives stay
-    in the denominator, so the loss stays defined when an anchor has no
-    negative (a global batch of one class): then it only pulls the
-    positives together.
+    (supervised contrastive, Khosla et al. 2020, L_out; docs/design.md
+    §2.2). The positives stay in the denominator, so the loss stays
+    defined when an anchor has no negative (a global batch of one class):
+    then it only pulls the positives together.
 
     Args:
         y_true: None, or integer class ids `(batch,)`.
         y_pred: `(batch, 2, dim)` embeddings of the two views.
         temperature: float or scalar tensor > 0.
         negatives: `"all"` or `"cross"`.
-        gather: bool. Score local anchors against the gathered global batch.
-        normalize: bool. L2-normalise the embeddings.
-        tile_size: None or int >= 1, columns per tile of the tiled path.
-
-    Returns:
-        `(batch,)` float32 (float64 for float64 embeddings or under
-        `floatx() == "float64"`): the mean of each sample's two anchor
-        losses.
+        {options}: the mean of each sample's two anchor losses.
     """
-    return two_view_loss(
-        y_true, y_pred, temperature, negatives, gather, normalize, "InfoNCE",
-        tile_size=tile_size,
-    )
+    terms = two_view_terms(TwoViewPairs("InfoNCE", negatives), y_true, y_pred,
+                           temperature, gather, normalize, tile_size)
+    return info_nce_of_terms(terms)
 
 
 @keras_contrast_export("keras_contrast.losses.InfoNCE")
@@ -52,21 +77,13 @@ class InfoNCE(ContrastiveLoss):
     Each sample's two views are a positive pair; every other embedding of
     the (global, gathered) batch is a negative. Under a `tf.distribute`
     strategy the loss and its gradients equal the single-device loss on
-    the global batch.
+    the global batch. The formula: `info_nce`, docs/design.md §2.1.
 
     Args:
         temperature: float > 0. Softmax temperature τ.
         negatives: `"all"` (both views of every other sample, SimCLR's
             2N-2 negatives) or `"cross"` (only the other view, as CLIP).
-        gather: bool. Gather embeddings from all replicas (with gradients)
-            when called inside a distribution strategy.
-        normalize: bool. L2-normalise the embeddings (cosine similarity).
-        tile_size: None (dense logits) or int >= 1: compute the log-sum-exp
-            over tiles of that many columns with a recomputing custom
-            gradient, never holding the `(batch, N)` logits (equal to the
-            dense loss up to float rounding; see README "Tiled losses").
-        reduction: Keras reduction, default `"sum_over_batch_size"`.
-        name: str.
+        {shared_args}
 
     Call arguments:
         y_true: None (self-supervised), or integer class ids `(batch,)`
@@ -82,32 +99,14 @@ class InfoNCE(ContrastiveLoss):
 
     Reference:
         Chen et al., "A Simple Framework for Contrastive Learning of Visual
-        Representations", 2020.
+        Representations", ICML 2020.
     """
 
-    def __init__(
-        self,
-        temperature=0.1,
-        negatives="all",
-        gather=True,
-        normalize=True,
-        tile_size=None,
-        reduction="sum_over_batch_size",
-        name="info_nce",
-        dtype=None,
-    ):
+    def __init__(self, temperature=0.1, negatives="all", *, name="info_nce", **kwargs):
         check_negatives(negatives)
-        super().__init__(
-            info_nce,
-            temperature=temperature,
-            gather=gather,
-            normalize=normalize,
-            reduction=reduction,
-            name=name,
-            dtype=dtype,
-            tile_size=tile_size,
-            negatives=negatives,
-        )
+        super().__init__(info_nce, temperature, dict(negatives=negatives), name=name,
+                         **kwargs)
+
 
 @keras_contrast_export("keras_contrast.losses.NTXent")
 class NTXent(InfoNCE):
@@ -116,5 +115,5 @@ class NTXent(InfoNCE):
     Same arguments as `InfoNCE`.
     """
 
-    def __init__(self, temperature=0.1, name="nt_xent", **kwargs):
+    def __init__(self, temperature=0.1, *, name="nt_xent", **kwargs):
         super().__init__(temperature=temperature, name=name, **kwargs)

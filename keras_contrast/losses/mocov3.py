@@ -1,23 +1,27 @@
-"""MoCo v3's symmetrised contrastive loss between queries and momentum keys."""
+"""MoCo v3's symmetrised contrastive loss between queries and momentum keys
+(docs/design.md §2.6)."""
 
 import tensorflow as tf
 
 from keras_contrast.api_export import keras_contrast_export
+from keras_contrast.losses._checks import check_embeddings
+from keras_contrast.losses._checks import check_options
+from keras_contrast.losses._checks import positive_tensor
 from keras_contrast.losses.contrastive_loss import ContrastiveLoss
-from keras_contrast.losses.contrastive_loss import GlobalBatch
-from keras_contrast.losses.contrastive_loss import check_bool
-from keras_contrast.losses.contrastive_loss import check_embeddings
-from keras_contrast.losses.contrastive_loss import check_positive
-from keras_contrast.losses.contrastive_loss import compute_dtype
-from keras_contrast.losses.contrastive_loss import pair_contrast
-from keras_contrast.losses.contrastive_loss import prepare_embeddings
-from keras_contrast.losses.contrastive_loss import temperature_tensor
+from keras_contrast.losses.contrastive_loss import per_sample_loss
+from keras_contrast.losses.global_batch import GlobalBatch
+from keras_contrast.losses.global_batch import compute_dtype
+from keras_contrast.losses.global_batch import prepare_embeddings
+from keras_contrast.losses.info_nce import info_nce_from_logits
+from keras_contrast.losses.kernels import one_positive_terms
 
 QUERY_1, QUERY_2, KEY_1, KEY_2 = 0, 1, 2, 3
 
 
+@keras_contrast_export("keras_contrast.losses.mocov3_loss")
+@per_sample_loss
 def mocov3_loss(y_true, y_pred, temperature=0.2, gather=True, normalize=True, tile_size=None):
-    """MoCo v3 loss per sample (Chen, Xie & He, 2021).
+    """MoCo v3 loss per sample (Chen, Xie & He, 2021; docs/design.md §2.6).
 
         ctr(q, k) = CE(q · k_allᵀ / τ, labels = own row) · 2τ
         L_i = ctr_i(q1, k2) + ctr_i(q2, k1)
@@ -31,34 +35,21 @@ def mocov3_loss(y_true, y_pred, temperature=0.2, gather=True, normalize=True, ti
         y_true: ignored.
         y_pred: `(batch, 4, dim)` = `[q1, q2, k1, k2]`.
         temperature: float or scalar tensor > 0.
-        gather: bool.
-        normalize: bool.
-        tile_size: None or int >= 1, columns per tile of the tiled path.
-
-    Returns:
-        `(batch,)` float32 (float64 for float64 embeddings or under
-        `floatx() == "float64"`).
+        {options}.
     """
     del y_true
-    check_positive("temperature", temperature)
-    check_bool("gather", gather)
-    check_bool("normalize", normalize)
+    name = "MoCoV3Loss"
+    check_options(temperature, gather, normalize, tile_size)
     y_pred = tf.convert_to_tensor(y_pred)
-    check_embeddings(y_pred, 4, "MoCoV3Loss", gather)
+    check_embeddings(y_pred, 4, name, gather)
     dtype = compute_dtype(y_pred)
-    z = prepare_embeddings(y_pred, normalize, "MoCoV3Loss", dtype)
-    tau = temperature_tensor(temperature, "MoCoV3Loss", dtype)
-    batch = GlobalBatch(
-        z,
-        None,
-        gather,
-        "MoCoV3Loss",
-        gathered_views=(KEY_1, KEY_2),
-        stop_gradient_views=(KEY_1, KEY_2),
-    )
+    z = prepare_embeddings(y_pred, normalize, name, dtype)
+    tau = positive_tensor(temperature, "temperature", name, dtype)
+    keys = (KEY_1, KEY_2)
+    batch = GlobalBatch(z, None, gather, name, gathered_views=keys, stop_gradient_views=keys)
     total = 0.0
     for query, key in ((QUERY_1, KEY_2), (QUERY_2, KEY_1)):
-        cross_entropy = pair_contrast(
+        terms = one_positive_terms(
             batch.local[query],
             tf.stop_gradient(batch.local[key]),
             tf.stop_gradient(batch.views[key]),  # also without a gather
@@ -67,6 +58,7 @@ def mocov3_loss(y_true, y_pred, temperature=0.2, gather=True, normalize=True, ti
             tile_size=tile_size,
             candidate_gradient=False,
         )
+        cross_entropy = info_nce_from_logits(terms.log_denominator, terms.positive_logit)
         total += cross_entropy * (2.0 * tau)
     return total
 
@@ -76,18 +68,13 @@ class MoCoV3Loss(ContrastiveLoss):
     """MoCo v3's symmetrised query-key contrastive loss.
 
     `ctr(q1, k2) + ctr(q2, k1)` with `ctr(q, k) = CE(q·k_allᵀ/τ)·2τ`, keys
-    stop-gradient and gathered across replicas, as in the paper's code.
+    stop-gradient and gathered across replicas, as in the paper's code
+    (`mocov3_loss`, docs/design.md §2.6). `gather` gathers the keys and
+    `normalize` applies to queries and keys.
 
     Args:
         temperature: float > 0 (paper: 0.2).
-        gather: bool. Gather keys across replicas.
-        normalize: bool. L2-normalise queries and keys.
-        tile_size: None (dense logits) or int >= 1: compute the log-sum-exp
-            over tiles of that many columns with a recomputing custom
-            gradient, never holding the `(batch, N)` logits (equal to the
-            dense loss up to float rounding; see README "Tiled losses").
-        reduction: Keras reduction.
-        name: str.
+        {shared_args}
 
     Call arguments:
         y_true: ignored.
@@ -104,23 +91,5 @@ class MoCoV3Loss(ContrastiveLoss):
 
     num_views = 4
 
-    def __init__(
-        self,
-        temperature=0.2,
-        gather=True,
-        normalize=True,
-        tile_size=None,
-        reduction="sum_over_batch_size",
-        name="mocov3_loss",
-        dtype=None,
-    ):
-        super().__init__(
-            mocov3_loss,
-            temperature=temperature,
-            gather=gather,
-            normalize=normalize,
-            reduction=reduction,
-            name=name,
-            dtype=dtype,
-            tile_size=tile_size,
-        )
+    def __init__(self, temperature=0.2, *, name="mocov3_loss", **kwargs):
+        super().__init__(mocov3_loss, temperature, name=name, **kwargs)

@@ -1,8 +1,13 @@
-"""Contrastive loss against a queue of negatives (MoCo v1/v2)."""
+"""Contrastive loss against a queue of negatives (MoCo v1/v2;
+docs/design.md §2.7), on the same normalisation and formulas as the
+batch losses (`l2_normalize`, `info_nce_from_logits`, `dcl_from_logits`)."""
 
 import tensorflow as tf
 
 from keras_contrast.api_export import keras_contrast_export
+from keras_contrast.losses.dcl import dcl_from_logits
+from keras_contrast.losses.global_batch import l2_normalize
+from keras_contrast.losses.info_nce import info_nce_from_logits
 
 
 def queue_logits(query, key, queue, temperature=0.2, normalize=True):
@@ -36,7 +41,7 @@ def queue_logits(query, key, queue, temperature=0.2, normalize=True):
         raise ValueError(f"`temperature` must be a number > 0, got {temperature!r}.")
     q, k, n = (tf.cast(t, tf.float32) for t in (query, key, queue))
     if normalize:
-        q, k, n = (tf.math.l2_normalize(t, axis=-1) for t in (q, k, n))
+        q, k, n = (l2_normalize(t) for t in (q, k, n))
     temperature = tf.cast(temperature, tf.float32)
     positive = tf.reduce_sum(q * k, axis=-1) / temperature
     negatives = tf.matmul(q, n, transpose_b=True) / temperature
@@ -46,10 +51,10 @@ def queue_logits(query, key, queue, temperature=0.2, normalize=True):
 def queue_loss_from_logits(positive, negatives, decoupled=False):
     """Per-sample InfoNCE `−s⁺ + log(e^{s⁺} + Σ_j e^{s⁻_j})`, or DCL
     `−s⁺ + log Σ_j e^{s⁻_j}` (`decoupled=True`), from `queue_logits`."""
+    log_negatives = tf.reduce_logsumexp(negatives, axis=1)
     if decoupled:
-        return tf.reduce_logsumexp(negatives, axis=1) - positive
-    # softplus(lse⁻ − s⁺) = log(e^{s⁺} + e^{lse⁻}) − s⁺, exact near a loss of 0.
-    return tf.nn.softplus(tf.reduce_logsumexp(negatives, axis=1) - positive)
+        return dcl_from_logits(log_negatives, positive)
+    return info_nce_from_logits(log_negatives, positive)
 
 
 def queue_pretext_hits(positive, negatives):
@@ -59,16 +64,31 @@ def queue_pretext_hits(positive, negatives):
     return tf.cast(positive >= tf.reduce_max(negatives, axis=1), tf.float32)
 
 
+def queue_loss_with_hits(query, key, queue, temperature=0.2, decoupled=False,
+                         normalize=True):
+    """`queue_contrastive_loss` and `queue_pretext_hits` from one set of
+    logits: what a MoCo step needs (the hits carry no gradient).
+
+    Returns:
+        float32 `(per-sample losses (batch,), hits (batch,))`.
+    """
+    positive, negatives = queue_logits(query, key, queue, temperature, normalize)
+    per_sample = queue_loss_from_logits(positive, negatives, decoupled)
+    hits = queue_pretext_hits(tf.stop_gradient(positive), tf.stop_gradient(negatives))
+    return per_sample, hits
+
+
 @keras_contrast_export("keras_contrast.losses.queue_contrastive_loss")
 def queue_contrastive_loss(query, key, queue, temperature=0.2, decoupled=False,
                            normalize=True):
     """Per-sample InfoNCE (or DCL) of queries against their keys, with the
-    queue as negatives (MoCo, He et al. 2020, eq. 1).
+    queue as negatives (MoCo, He et al. 2020, eq. 1; docs/design.md §2.7).
 
     With `s⁺ = q·k/τ` and `s⁻_j = q·n_j/τ` (on L2-normalised vectors with
     `normalize=True`): InfoNCE `−s⁺ + log(e^{s⁺} + Σ_j e^{s⁻_j})`; DCL
-    (`decoupled=True`, Yeh et al. 2021, eq. 6) drops the positive from the
-    denominator: `−s⁺ + log Σ_j e^{s⁻_j}`.
+    (`decoupled=True`, the DCL loss after Proposition 1 of Yeh et al.,
+    ECCV 2022, arXiv 2110.06848) drops the positive from the denominator:
+    `−s⁺ + log Σ_j e^{s⁻_j}`.
 
     Args:
         query: `(batch, dim)`.

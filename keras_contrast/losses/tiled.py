@@ -24,18 +24,7 @@ import math
 
 import tensorflow as tf
 
-from keras_contrast.checks import is_positive_int
-
-
-def check_tile_size(tile_size):
-    """Raises a ValueError unless `tile_size` is None or an int >= 1."""
-    if tile_size is None:
-        return
-    if not is_positive_int(tile_size):
-        raise ValueError(
-            f"`tile_size` must be None (dense logits) or an integer >= 1 (columns per "
-            f"tile), got {tile_size!r}."
-        )
+from keras_contrast.losses._checks import check_tile_size
 
 
 def _excluded(anchors, excluded_columns, anchor_labels, candidate_labels, start, size):
@@ -87,17 +76,19 @@ def tiled_logsumexp(anchors, candidates, temperature, excluded_columns, tile_siz
     num_tiles = (num_columns + tile_size - 1) // tile_size
     dim = candidates.shape[-1]
 
-    def tile(c, j):
-        start = j * tile_size
-        size = tf.minimum(tile_size, num_columns - start)
-        return start, size, c[start:start + size]
-
     @tf.custom_gradient
     def logsumexp(a, c, tau):
-        def forward(j, running_max, running_sum):
-            start, size, columns = tile(c, j)
+        def tile(j):
+            """Tile j's columns, logits and mask of excluded entries."""
+            start = j * tile_size
+            size = tf.minimum(tile_size, num_columns - start)
+            columns = c[start:start + size]
             logits = tf.matmul(a, columns, transpose_b=True) / tau
             mask = _excluded(a, excluded_columns, anchor_labels, candidate_labels, start, size)
+            return columns, logits, mask
+
+        def forward(j, running_max, running_sum):
+            _, logits, mask = tile(j)
             logits = tf.where(mask, minus_infinity, logits)
             new_max = tf.maximum(running_max, tf.reduce_max(logits, axis=1))
             shift = tf.where(tf.math.is_finite(new_max), new_max, zero)
@@ -120,10 +111,7 @@ def tiled_logsumexp(anchors, candidates, temperature, excluded_columns, tile_siz
             weight = tf.where(finite, upstream, zero)
 
             def backward(j, grad_a, grad_tau, grad_c):
-                start, size, columns = tile(c, j)
-                logits = tf.matmul(a, columns, transpose_b=True) / tau
-                mask = _excluded(a, excluded_columns, anchor_labels, candidate_labels,
-                                 start, size)
+                columns, logits, mask = tile(j)
                 probability = tf.where(mask, zero, tf.exp(logits - lse[:, None]))
                 weighted = weight[:, None] * probability  # g_i p_ik
                 grad_a += tf.matmul(weighted, columns) / tau

@@ -11,9 +11,7 @@ from keras_contrast.distribute.shuffle import shuffle_across_replicas
 from keras_contrast.layers.projection_head import ProjectionHead
 from keras_contrast.losses.dcl import DCL
 from keras_contrast.losses.info_nce import InfoNCE
-from keras_contrast.losses.queue import queue_logits
-from keras_contrast.losses.queue import queue_loss_from_logits
-from keras_contrast.losses.queue import queue_pretext_hits
+from keras_contrast.losses.queue import queue_loss_with_hits
 from keras_contrast.models.simclr import check_views
 from keras_contrast.models.simclr import step_seed
 from keras_contrast.normalization.factory import serialize_norm
@@ -226,14 +224,10 @@ class MoCo(MomentumEncoderModel):
 
     def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
         temperature, decoupled, normalize, reduction = self.queue_loss_settings()
-        positive, negatives = queue_logits(
+        per_sample, hits = queue_loss_with_hits(
             y_pred[:, 0], y_pred[:, 1], tf.stop_gradient(self.queue.value), temperature,
-            normalize,
-        )
-        per_sample = queue_loss_from_logits(positive, negatives, decoupled)
-        self._update_pretext_accuracy(
-            queue_pretext_hits(tf.stop_gradient(positive), tf.stop_gradient(negatives))
-        )
+            decoupled, normalize)
+        self._update_pretext_accuracy(hits)
         loss = assemble_loss(self, per_sample, sample_weight, reduction,
                              dtype=self.loss.dtype, loss_name=type(self.loss).__name__)
         if training:

@@ -133,7 +133,17 @@ def fit_one_step(case, num_replicas, x, initial_weights):
     return model.get_weights(), history.history["loss"][0]
 
 
-@pytest.mark.parametrize("case", CASES, ids=repr)
+# One fit per loss family runs in `make test`; the value/gradient tests above
+# cover every case, and the other fits run under `slow`.
+FIT_FAST = ("infonce_all", "dclw_all", "clip", "mocov3")
+
+
+@pytest.mark.parametrize(
+    "case",
+    [case if case.name in FIT_FAST else pytest.param(case, marks=pytest.mark.slow)
+     for case in CASES],
+    ids=repr,
+)
 def test_fit_four_replicas_equals_one_device(case):
     x = np.random.default_rng(5).normal(size=(32, case.views, 6)).astype("float32")
     initial_weights = build_encoder(case.views).get_weights()

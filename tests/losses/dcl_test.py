@@ -5,7 +5,7 @@ import pytest
 import tensorflow as tf
 
 from keras_contrast import losses
-from keras_contrast.losses.contrastive_loss import GlobalBatch
+from keras_contrast.losses.global_batch import GlobalBatch
 from keras_contrast.losses.dcl import von_mises_fisher_weight
 from tests import test_case
 from tests.losses import reference

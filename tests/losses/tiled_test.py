@@ -65,7 +65,17 @@ def test_tiled_with_class_labels_equals_dense(case, tile_size):
         test_case.assert_all_close(a, e)
 
 
-@pytest.mark.parametrize("case", CASES, ids=repr)
+# Four loss families run in `make test` (the one-device tiled-vs-dense tests
+# above cover every case); the other four run under `slow`.
+REPLICA_FAST = ("infonce_all", "dclw_all", "clip", "mocov3")
+
+
+@pytest.mark.parametrize(
+    "case",
+    [case if case.name in REPLICA_FAST else pytest.param(case, marks=pytest.mark.slow)
+     for case in CASES],
+    ids=repr,
+)
 def test_four_replicas_tiled_equal_one_device_dense(case):
     y = random_embeddings(16, case.views, seed=3)
     dense = case.make()
