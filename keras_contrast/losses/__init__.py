@@ -16,25 +16,41 @@ from keras_contrast.losses.dcl import DCL
 from keras_contrast.losses.dcl import DCLW
 from keras_contrast.losses.dcl import dcl
 from keras_contrast.losses.dcl import dclw
+from keras_contrast.losses.global_batch import GlobalBatch
+from keras_contrast.losses.global_batch import l2_normalize
+from keras_contrast.losses.global_batch import reduce_contrastive
 from keras_contrast.losses.info_nce import InfoNCE
 from keras_contrast.losses.info_nce import NTXent
 from keras_contrast.losses.info_nce import info_nce
+from keras_contrast.losses.kernels import class_terms
+from keras_contrast.losses.kernels import one_positive_terms
 from keras_contrast.losses.mocov3 import MoCoV3Loss
 from keras_contrast.losses.mocov3 import mocov3_loss
 from keras_contrast.losses.queue import queue_contrastive_loss
+from keras_contrast.losses.tiled import tiled_logsumexp
+from keras_contrast.losses.two_view import TwoViewPairs
+from keras_contrast.losses.two_view import two_view_terms
 
 __all__ = [
     "CLIPLoss",
     "ContrastiveLoss",
     "DCL",
     "DCLW",
+    "GlobalBatch",
     "InfoNCE",
     "MoCoV3Loss",
     "NTXent",
+    "TwoViewPairs",
+    "class_terms",
     "clip_loss",
     "dcl",
     "dclw",
     "info_nce",
+    "l2_normalize",
     "mocov3_loss",
+    "one_positive_terms",
     "queue_contrastive_loss",
+    "reduce_contrastive",
+    "tiled_logsumexp",
+    "two_view_terms",
 ]

@@ -10,6 +10,7 @@ import keras
 import tensorflow as tf
 
 from keras_contrast import distribute
+from keras_contrast.api_export import keras_contrast_export
 from keras_contrast.losses._checks import check_sample_weight
 
 
@@ -21,6 +22,7 @@ def compute_dtype(y_pred):
     return tf.float32
 
 
+@keras_contrast_export("keras_contrast.losses.l2_normalize")
 def l2_normalize(z):
     """`z / max(‖z‖, 1e-6)` along the last axis (the same ops as
     `tf.math.l2_normalize`), in `z`'s dtype."""
@@ -38,6 +40,7 @@ def prepare_embeddings(y_pred, normalize, loss_name, dtype=tf.float32):
     return l2_normalize(z) if normalize else z
 
 
+@keras_contrast_export("keras_contrast.losses.GlobalBatch")
 class GlobalBatch:
     """The global (gathered) view of this replica's local embeddings.
 
@@ -113,6 +116,7 @@ class GlobalBatch:
         return tf.concat([self.labels] * len(self.views), axis=0)
 
 
+@keras_contrast_export("keras_contrast.losses.reduce_contrastive")
 def reduce_contrastive(values, sample_weight, reduction, loss_name="loss"):
     """Reduces per-sample losses so that the strategy's sum is exact.
 

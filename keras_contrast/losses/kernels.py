@@ -19,6 +19,7 @@ from typing import NamedTuple
 
 import tensorflow as tf
 
+from keras_contrast.api_export import keras_contrast_export
 from keras_contrast.losses.tiled import class_positive_logit
 from keras_contrast.losses.tiled import tiled_logsumexp
 
@@ -38,6 +39,7 @@ class AnchorTerms(NamedTuple):
     positive_logit: tf.Tensor
 
 
+@keras_contrast_export("keras_contrast.losses.one_positive_terms")
 def one_positive_terms(anchors, positives, candidates, temperature, excluded_columns,
                        logits=None, tile_size=None, candidate_gradient=True):
     """Terms of anchors that have exactly one positive each.
@@ -81,6 +83,7 @@ def one_positive_terms(anchors, positives, candidates, temperature, excluded_col
     return AnchorTerms(log_negatives, positive_logit)
 
 
+@keras_contrast_export("keras_contrast.losses.class_terms")
 def class_terms(anchors, candidates, temperature, positive_mask, self_mask=None,
                 drop_positives=False, has_negatives=None):
     """Terms of anchors whose positives are given by a mask (class ids).

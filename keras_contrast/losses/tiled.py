@@ -24,6 +24,7 @@ import math
 
 import tensorflow as tf
 
+from keras_contrast.api_export import keras_contrast_export
 from keras_contrast.losses._checks import check_tile_size
 
 
@@ -43,6 +44,7 @@ def _excluded(anchors, excluded_columns, anchor_labels, candidate_labels, start,
     return mask
 
 
+@keras_contrast_export("keras_contrast.losses.tiled_logsumexp")
 def tiled_logsumexp(anchors, candidates, temperature, excluded_columns, tile_size,
                     anchor_labels=None, candidate_labels=None, candidate_gradient=True):
     """`log Σ_{k not excluded} exp(<a_i, c_k> / τ)` for every anchor row.

@@ -10,6 +10,7 @@ import dataclasses
 
 import tensorflow as tf
 
+from keras_contrast.api_export import keras_contrast_export
 from keras_contrast.losses._checks import check_embeddings
 from keras_contrast.losses._checks import check_labels
 from keras_contrast.losses._checks import check_options
@@ -24,6 +25,7 @@ from keras_contrast.losses.kernels import pair_masks
 from keras_contrast.losses.kernels import tiled_class_terms
 
 
+@keras_contrast_export("keras_contrast.losses.TwoViewPairs")
 @dataclasses.dataclass(frozen=True)
 class TwoViewPairs:
     """The anchor/candidate structure of one two-view loss.
@@ -70,6 +72,7 @@ class TwoViewTerms:
         return (anchor_loss(self.views[0]) + anchor_loss(self.views[1])) / 2.0
 
 
+@keras_contrast_export("keras_contrast.losses.two_view_terms")
 def two_view_terms(pairs, y_true, y_pred, temperature, gather=True, normalize=True,
                    tile_size=None):
     """Checks the arguments, builds the global batch and runs the kernels.
