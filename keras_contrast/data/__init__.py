@@ -1,10 +1,10 @@
 """Offline datasets and contrastive input pipelines."""
 
 from keras_contrast.api_export import deprecated_aliases
-from keras_contrast.data.augmentation import epoch_permutation
-from keras_contrast.data.augmentation import image_dataset
+from keras_contrast.data.pipeline import epoch_permutation
+from keras_contrast.data.pipeline import image_dataset
 from keras_contrast.data.augmentation import simclr_augment
-from keras_contrast.data.augmentation import two_view_dataset
+from keras_contrast.data.pipeline import two_view_dataset
 from keras_contrast.data.fashion_mnist import CLASS_NAMES as FASHION_MNIST_CLASSES
 from keras_contrast.data.fashion_mnist import load_digits
 from keras_contrast.data.fashion_mnist import load_fashion_mnist
