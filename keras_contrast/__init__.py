@@ -9,7 +9,7 @@ os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 if os.path.basename(sys.argv[0] if sys.argv else "") in ("keras-contrast", "-m"):
     # The command line (`keras-contrast`, `python -m keras_contrast`): its
     # package keeps TensorFlow's C++ start-up chatter off stderr, which must
-    # happen before the `import keras` below (keras_contrast/cli/startup.py).
+    # happen before the `import keras` below (keras_contrast/cli/_startup.py).
     import importlib
 
     importlib.import_module("keras_contrast.cli")

@@ -5,7 +5,6 @@ place; the shared argument checks say what they check; and the example of
 docs/new_loss.md computes, on 2 replicas, the loss and gradients of one device."""
 
 import importlib
-import importlib.util
 import pathlib
 import re
 import warnings
@@ -38,10 +37,6 @@ CONFORMING = (
     "keras_contrast.optimizers",
     "keras_contrast.training",
 )
-# Checked the same way, expected to disagree until they are drawn (strict:
-# the test fails once they agree, so that the mark is removed then).
-NOT_YET_CONFORMING = {}
-
 # Every name that left the public set: (module, old name, where it lives now).
 DEPRECATED_ALIASES = (
     ("keras_contrast.data", "FASHION_MNIST_FILES", "keras_contrast.data.fashion_mnist.FILES"),
@@ -94,14 +89,7 @@ def resolve(path):
     return getattr(importlib.import_module(module), name)
 
 
-@pytest.mark.parametrize(
-    "module_name",
-    list(CONFORMING)
-    + [
-        pytest.param(name, marks=pytest.mark.xfail(strict=True, reason=reason))
-        for name, reason in NOT_YET_CONFORMING.items()
-    ],
-)
+@pytest.mark.parametrize("module_name", CONFORMING)
 def test_all_lists_exactly_the_decorated_names(module_name):
     assert not disagreement(module_name), f"{module_name}: " + "; ".join(
         disagreement(module_name))
@@ -109,11 +97,11 @@ def test_all_lists_exactly_the_decorated_names(module_name):
 
 def test_every_registered_module_is_checked():
     modules = {path.rpartition(".")[0] for path in exported_symbols()}
-    assert modules <= set(CONFORMING) | set(NOT_YET_CONFORMING)
+    assert modules <= set(CONFORMING)
     # Every subpackage the package imports is one of them.
     subpackages = {f"keras_contrast.{name}" for name in keras_contrast.__all__
                    if not name.startswith("__")}
-    assert subpackages <= set(CONFORMING) | set(NOT_YET_CONFORMING)
+    assert subpackages <= set(CONFORMING)
 
 
 def test_every_decorated_path_imports_to_the_decorated_object():
@@ -145,7 +133,7 @@ def test_the_alias_list_is_complete():
     listed = {(module, name) for module, name, _ in DEPRECATED_ALIASES}
     declared = {
         (module_name, name)
-        for module_name in CONFORMING + tuple(NOT_YET_CONFORMING)
+        for module_name in CONFORMING
         for name in getattr(importlib.import_module(module_name), "_DEPRECATED", {})
     }
     assert listed == declared
@@ -179,16 +167,8 @@ def test_unknown_names_still_raise_attribute_error():
 # docs/api.md
 
 
-def load_generator():
-    spec = importlib.util.spec_from_file_location(
-        "generate_api", ROOT / "tools" / "generate_api.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 def test_api_reference_is_current():
-    expected = load_generator().render()
+    expected = test_case.load_tool("generate_api").render()
     current = (ROOT / "docs" / "api.md").read_text(encoding="utf-8")
     assert current == expected, "docs/api.md is out of date: run `python tools/generate_api.py`"
 

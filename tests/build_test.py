@@ -5,9 +5,10 @@ Under Bazel this test runs in its runfiles tree, which BUILD makes hold the tree
 Python files, BUILD and tools/update_build.py; under pytest, in the checkout.
 """
 
-import importlib.util
 import pathlib
 import re
+
+from tests.test_case import load_tool
 
 # Not resolve(): under Bazel the files are symlinks into the checkout, and the test
 # must see the runfiles tree (what BUILD declares), not the checkout.
@@ -37,16 +38,8 @@ def python_files(folder):
     )
 
 
-def load_update_build():
-    spec = importlib.util.spec_from_file_location(
-        "update_build", ROOT / "tools" / "update_build.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 def test_build_is_what_update_build_writes():
-    expected = load_update_build().render(ROOT)
+    expected = load_tool("update_build").render(ROOT)
     assert build_text() == expected, "BUILD is out of date: run `python tools/update_build.py`"
 
 

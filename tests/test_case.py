@@ -1,6 +1,7 @@
 """Shared test helpers: tolerances, strategies, serialization round trips."""
 
 import contextlib
+import importlib.util
 import json
 import os
 import socket
@@ -84,6 +85,32 @@ def split_per_replica(strategy_, array, sizes=None):
     )
 
 
+def replica_loss_step(strategy_, loss):
+    """A `tf.function` `step(y_pred)` that runs `loss(None, local y_pred)` on
+    every replica and returns PerReplica `(values, gradients with respect to
+    the local y_pred)`."""
+
+    @tf.function
+    def step(local_y):
+        def replica_fn(local_y):
+            with tf.GradientTape() as tape:
+                tape.watch(local_y)
+                value = loss(None, local_y)
+            return value, tape.gradient(value, local_y)
+
+        return strategy_.run(replica_fn, args=(local_y,))
+
+    return step
+
+
+def summed_value_and_gradient(strategy_, values, gradients):
+    """The replicas' loss values summed (the global loss under the 1/R
+    convention) and their gradients concatenated in replica order."""
+    value = strategy_.reduce("SUM", values, axis=None).numpy()
+    gradient = np.concatenate([g.numpy() for g in strategy_.experimental_local_results(gradients)])
+    return value, gradient
+
+
 def serialization_round_trip(obj):
     """`obj` → config → new object, via Keras' registered-name machinery."""
     config = keras.saving.serialize_keras_object(obj)
@@ -99,6 +126,14 @@ def keras_file_round_trip(model):
 
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def load_tool(name):
+    """The script `tools/<name>.py` as a module (tools/ is not a package)."""
+    spec = importlib.util.spec_from_file_location(name, os.path.join(ROOT, "tools", f"{name}.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 def free_ports(count):

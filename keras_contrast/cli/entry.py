@@ -1,12 +1,12 @@
 """The entry of the `keras-contrast` command and `python -m keras_contrast`."""
 
 from keras_contrast.api_export import keras_contrast_export
-from keras_contrast.cli.errors import UsageError
-from keras_contrast.cli.errors import fail
-from keras_contrast.cli.evaluate import evaluate
-from keras_contrast.cli.export import export_command
-from keras_contrast.cli.parser import build_parser
-from keras_contrast.cli.train import train
+from keras_contrast.cli._errors import UsageError
+from keras_contrast.cli._errors import fail
+from keras_contrast.cli._evaluate import evaluate
+from keras_contrast.cli._export import export_command
+from keras_contrast.cli._parser import build_parser
+from keras_contrast.cli._train import train
 
 COMMANDS = {"train": train, "evaluate": evaluate, "export": export_command}
 

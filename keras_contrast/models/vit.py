@@ -100,6 +100,22 @@ class ViTTokens(keras.layers.Layer):
         return config
 
 
+def _transformer_block(x, prefix, heads, mlp_dim, dropout, norm, norm_kwargs):
+    """One pre-norm block: x + attention(norm(x)), then x + MLP(norm(x))."""
+    hidden = x.shape[-1]
+    y = normalization_layer(norm, name=f"{prefix}_norm1", **norm_kwargs)(x)
+    y = keras.layers.MultiHeadAttention(
+        heads, hidden // heads, dropout=dropout, name=f"{prefix}_attention"
+    )(y, y)
+    x = keras.layers.Add(name=f"{prefix}_add1")([x, y])
+    y = normalization_layer(norm, name=f"{prefix}_norm2", **norm_kwargs)(x)
+    y = keras.layers.Dense(mlp_dim, activation="gelu", name=f"{prefix}_mlp1")(y)
+    y = keras.layers.Dropout(dropout, name=f"{prefix}_dropout1")(y)
+    y = keras.layers.Dense(hidden, name=f"{prefix}_mlp2")(y)
+    y = keras.layers.Dropout(dropout, name=f"{prefix}_dropout2")(y)
+    return keras.layers.Add(name=f"{prefix}_add2")([x, y])
+
+
 @keras_contrast_export("keras_contrast.models.ViTBackbone")
 class ViTBackbone(keras.Model):
     """Vision Transformer mapping images to the class-token feature.
@@ -199,18 +215,8 @@ class ViTBackbone(keras.Model):
         x = keras.layers.Reshape((num_patches, hidden), name="patch_tokens")(x)
         x = ViTTokens(num_patches, position_embedding, name="tokens")(x)
         for index in range(blocks):
-            prefix = f"block{index + 1}"
-            y = normalization_layer(norm, name=f"{prefix}_norm1", **norm_kwargs)(x)
-            y = keras.layers.MultiHeadAttention(
-                heads, hidden // heads, dropout=dropout, name=f"{prefix}_attention"
-            )(y, y)
-            x = keras.layers.Add(name=f"{prefix}_add1")([x, y])
-            y = normalization_layer(norm, name=f"{prefix}_norm2", **norm_kwargs)(x)
-            y = keras.layers.Dense(mlp, activation="gelu", name=f"{prefix}_mlp1")(y)
-            y = keras.layers.Dropout(dropout, name=f"{prefix}_dropout1")(y)
-            y = keras.layers.Dense(hidden, name=f"{prefix}_mlp2")(y)
-            y = keras.layers.Dropout(dropout, name=f"{prefix}_dropout2")(y)
-            x = keras.layers.Add(name=f"{prefix}_add2")([x, y])
+            x = _transformer_block(x, f"block{index + 1}", heads, mlp, dropout, norm,
+                                   norm_kwargs)
         x = normalization_layer(norm, name="final_norm", **norm_kwargs)(x)
         outputs = x[:, 0]
         super().__init__(inputs=inputs, outputs=outputs, name=name, **kwargs)

@@ -8,7 +8,7 @@ import pytest
 
 from keras_contrast import losses
 from keras_contrast import models
-from keras_contrast.cli import registry
+from keras_contrast.cli import _registry as registry
 from keras_contrast.models.presets import PRESETS
 
 

@@ -15,6 +15,7 @@ import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
 from keras_contrast import losses  # noqa: E402
+from tests import test_case  # noqa: E402  (on PYTHONPATH: run_worker_processes)
 
 LOSSES = {
     "dclw": lambda: losses.DCLW(0.1),
@@ -37,17 +38,7 @@ def main(output_path, sizes):
         views = 4 if name == "mocov3" else 2
         local = tf.constant(global_batch(views)[start : start + sizes[task]])
 
-        @tf.function
-        def step(local_y):
-            def replica_fn(local_y):
-                with tf.GradientTape() as tape:
-                    tape.watch(local_y)
-                    value = loss(None, local_y)
-                return value, tape.gradient(value, local_y)
-
-            return strategy.run(replica_fn, args=(local_y,))
-
-        value, gradient = step(local)
+        value, gradient = test_case.replica_loss_step(strategy, loss)(local)
         total = strategy.reduce("SUM", value, axis=None)
         results[name] = {"loss": float(total), "gradient": gradient.numpy().tolist()}
     with open(output_path, "w") as handle:

@@ -41,15 +41,7 @@ def test_gathered_dclw_gradient_is_identical_at_every_call(loss):
     z = embeddings(REPLICAS * ROWS)
     local = test_case.split_per_replica(strategy, z)
 
-    @tf.function
-    def step(local):
-        def replica_fn(y_pred):
-            with tf.GradientTape() as tape:
-                tape.watch(y_pred)
-                value = loss(None, y_pred)
-            return value, tape.gradient(value, y_pred)
-
-        return strategy.run(replica_fn, args=(local,))
+    step = test_case.replica_loss_step(strategy, loss)
 
     def run():
         values, gradients = step(local)

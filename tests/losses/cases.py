@@ -3,6 +3,8 @@
 import dataclasses
 from typing import Callable
 
+import pytest
+
 from keras_contrast import losses
 from tests.losses import reference
 
@@ -61,3 +63,13 @@ CASES = [
         views=4,
     ),
 ]
+
+# One loss per family runs its multi-replica cases in `make test`; the rest
+# are `slow` (the loss values themselves are checked for every case).
+FAST = ("infonce_all", "dclw_all", "clip", "mocov3")
+
+
+def fast_cases():
+    """`CASES` with every case outside `FAST` marked `slow`."""
+    return [case if case.name in FAST else pytest.param(case, marks=pytest.mark.slow)
+            for case in CASES]

@@ -10,6 +10,7 @@ from keras_contrast import losses
 from tests import test_case
 from tests.losses import reference
 from tests.losses.cases import CASES
+from tests.losses.cases import fast_cases
 
 
 def random_embeddings(batch, views, dim=8, seed=0, scale=1.0):
@@ -70,23 +71,8 @@ def distributed_loss_and_gradient(loss, y, num_replicas, sizes=None):
             value = loss(None, y)
         return value.numpy(), tape.gradient(value, y).numpy()
     distributed_y = test_case.split_per_replica(strategy, y, sizes)
-
-    @tf.function
-    def step(local_y):
-        def replica_fn(local_y):
-            with tf.GradientTape() as tape:
-                tape.watch(local_y)
-                value = loss(None, local_y)
-            return value, tape.gradient(value, local_y)
-
-        return strategy.run(replica_fn, args=(local_y,))
-
-    values, gradients = step(distributed_y)
-    value = strategy.reduce("SUM", values, axis=None).numpy()
-    gradient = np.concatenate(
-        [g.numpy() for g in strategy.experimental_local_results(gradients)]
-    )
-    return value, gradient
+    values, gradients = test_case.replica_loss_step(strategy, loss)(distributed_y)
+    return test_case.summed_value_and_gradient(strategy, values, gradients)
 
 
 @pytest.mark.parametrize("case", CASES, ids=repr)
@@ -135,13 +121,9 @@ def fit_one_step(case, num_replicas, x, initial_weights):
 
 # One fit per loss family runs in `make test`; the value/gradient tests above
 # cover every case, and the other fits run under `slow`.
-FIT_FAST = ("infonce_all", "dclw_all", "clip", "mocov3")
-
-
 @pytest.mark.parametrize(
     "case",
-    [case if case.name in FIT_FAST else pytest.param(case, marks=pytest.mark.slow)
-     for case in CASES],
+    fast_cases(),
     ids=repr,
 )
 def test_fit_four_replicas_equals_one_device(case):

@@ -121,20 +121,9 @@ def test_float64_two_replicas_equal_one_device():
     y = embeddings(8, 2, seed=7)
     loss = losses.DCLW(0.2)
     strategy = test_case.strategy(2)
-
-    @tf.function
-    def step(local_y):
-        def replica_fn(local_y):
-            with tf.GradientTape() as tape:
-                tape.watch(local_y)
-                value = loss(None, local_y)
-            return value, tape.gradient(value, local_y)
-
-        return strategy.run(replica_fn, args=(local_y,))
-
+    step = test_case.replica_loss_step(strategy, loss)
     values, gradients = step(test_case.split_per_replica(strategy, y))
-    value = strategy.reduce("SUM", values, axis=None).numpy()
-    gradient = np.concatenate([g.numpy() for g in strategy.experimental_local_results(gradients)])
+    value, gradient = test_case.summed_value_and_gradient(strategy, values, gradients)
     y_tensor = tf.constant(y)
     with tf.GradientTape() as tape:
         tape.watch(y_tensor)

@@ -12,6 +12,7 @@ from keras_contrast.losses import tiled
 from keras_contrast.training import GradCache
 from tests import test_case
 from tests.losses.cases import CASES
+from tests.losses.cases import fast_cases
 from tests.losses.contrastive_loss_test import build_encoder
 from tests.losses.contrastive_loss_test import distributed_loss_and_gradient
 from tests.losses.contrastive_loss_test import fit_one_step
@@ -67,13 +68,9 @@ def test_tiled_with_class_labels_equals_dense(case, tile_size):
 
 # Four loss families run in `make test` (the one-device tiled-vs-dense tests
 # above cover every case); the other four run under `slow`.
-REPLICA_FAST = ("infonce_all", "dclw_all", "clip", "mocov3")
-
-
 @pytest.mark.parametrize(
     "case",
-    [case if case.name in REPLICA_FAST else pytest.param(case, marks=pytest.mark.slow)
-     for case in CASES],
+    fast_cases(),
     ids=repr,
 )
 def test_four_replicas_tiled_equal_one_device_dense(case):

@@ -8,11 +8,11 @@ import keras
 import tensorflow as tf
 
 from keras_contrast import evaluation
-from keras_contrast.cli.datasets import load_images
-from keras_contrast.cli.dual import evaluate_dual
-from keras_contrast.cli.errors import UsageError
-from keras_contrast.cli.validation import check_dataset
-from keras_contrast.cli.validation import check_positive
+from keras_contrast.cli._datasets import load_images
+from keras_contrast.cli._dual import evaluate_dual
+from keras_contrast.cli._errors import UsageError
+from keras_contrast.cli._validation import check_dataset
+from keras_contrast.cli._validation import check_positive
 
 
 def evaluate(args):

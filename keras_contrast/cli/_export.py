@@ -5,8 +5,8 @@ import os
 import keras
 
 from keras_contrast import export
-from keras_contrast.cli.errors import UsageError
-from keras_contrast.cli.validation import check_writable
+from keras_contrast.cli._errors import UsageError
+from keras_contrast.cli._validation import check_writable
 
 
 def export_command(args):

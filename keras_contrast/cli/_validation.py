@@ -5,8 +5,8 @@ import importlib.util
 import os
 
 from keras_contrast.checks import check_writable_directory
-from keras_contrast.cli import registry
-from keras_contrast.cli.errors import UsageError
+from keras_contrast.cli import _registry as registry
+from keras_contrast.cli._errors import UsageError
 from keras_contrast.models.presets import PRESETS
 
 

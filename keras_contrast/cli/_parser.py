@@ -3,8 +3,8 @@
 import argparse
 import sys
 
-from keras_contrast.cli import registry
-from keras_contrast.cli.errors import fail
+from keras_contrast.cli import _registry as registry
+from keras_contrast.cli._errors import fail
 
 DESCRIPTION = ("The `keras-contrast` command: train, evaluate and export contrastive\n"
                "models on offline data.")

@@ -1,5 +1,5 @@
 """`keras-contrast train`: an image model, its kNN accuracy, plots, a
-SavedModel; `--model dual` trains in `keras_contrast.cli.dual`."""
+SavedModel; `--model dual` trains in `keras_contrast.cli._dual`."""
 
 import dataclasses
 import json
@@ -17,20 +17,20 @@ from keras_contrast import evaluation
 from keras_contrast import export
 from keras_contrast import layers as kc_layers
 from keras_contrast import models
-from keras_contrast.cli import dual
-from keras_contrast.cli.datasets import load_images
-from keras_contrast.cli.errors import UsageError
-from keras_contrast.cli.factories import make_loss
-from keras_contrast.cli.factories import make_optimizer
-from keras_contrast.cli.factories import make_strategy
-from keras_contrast.cli.factories import optimizer_settings
-from keras_contrast.cli.factories import preset_overrides
-from keras_contrast.cli.factories import task_index
-from keras_contrast.cli.plots import read_history
-from keras_contrast.cli.plots import write_plots
-from keras_contrast.cli.summary import closing_summary
-from keras_contrast.cli.summary import fit_verbosity
-from keras_contrast.cli.validation import validate_train
+from keras_contrast.cli import _dual as dual
+from keras_contrast.cli._datasets import load_images
+from keras_contrast.cli._errors import UsageError
+from keras_contrast.cli._factories import make_loss
+from keras_contrast.cli._factories import make_optimizer
+from keras_contrast.cli._factories import make_strategy
+from keras_contrast.cli._factories import optimizer_settings
+from keras_contrast.cli._factories import preset_overrides
+from keras_contrast.cli._factories import task_index
+from keras_contrast.cli._plots import read_history
+from keras_contrast.cli._plots import write_plots
+from keras_contrast.cli._summary import closing_summary
+from keras_contrast.cli._summary import fit_verbosity
+from keras_contrast.cli._validation import validate_train
 from keras_contrast.training import GradCache
 
 # The per-epoch kNN monitor measures the first images of each split; the

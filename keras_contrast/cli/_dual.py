@@ -13,14 +13,14 @@ import tensorflow as tf
 from keras_contrast import data
 from keras_contrast import export
 from keras_contrast import models
-from keras_contrast.cli.datasets import wordnet_split
-from keras_contrast.cli.errors import UsageError
-from keras_contrast.cli.factories import make_loss
-from keras_contrast.cli.factories import make_optimizer
-from keras_contrast.cli.factories import make_strategy
-from keras_contrast.cli.plots import write_plots
-from keras_contrast.cli.summary import closing_summary
-from keras_contrast.cli.summary import fit_verbosity
+from keras_contrast.cli._datasets import wordnet_split
+from keras_contrast.cli._errors import UsageError
+from keras_contrast.cli._factories import make_loss
+from keras_contrast.cli._factories import make_optimizer
+from keras_contrast.cli._factories import make_strategy
+from keras_contrast.cli._plots import write_plots
+from keras_contrast.cli._summary import closing_summary
+from keras_contrast.cli._summary import fit_verbosity
 
 
 def train_dual(args):

@@ -8,7 +8,7 @@ import keras
 import tensorflow as tf
 
 from keras_contrast import distribute
-from keras_contrast.cli import registry
+from keras_contrast.cli import _registry as registry
 from keras_contrast.optimizers import LARS
 from keras_contrast.optimizers import WarmupCosineDecay
 from keras_contrast.optimizers import is_bias_or_norm

@@ -7,7 +7,7 @@ from absl import logging as absl_logging
 
 from keras_contrast import data
 from keras_contrast.data import fashion_mnist
-from keras_contrast.cli.errors import UsageError
+from keras_contrast.cli._errors import UsageError
 
 
 def load_images(name, train_size=None, image_size=None, data_dir=None, download=False):

@@ -1,0 +1,154 @@
+"""The keras-contrast command with each model and distribution: replicas
+with a gradient cache, the dual encoder, MoCo, Shuffle BN, two workers.
+"""
+
+import json
+import os
+import re
+import sys
+
+import numpy as np
+import pytest
+
+from tests import test_case
+from tests.cli.commands import SMALL
+from tests.cli.commands import SMALL_RUN
+from tests.cli.commands import final_weights
+from tests.cli.commands import main_in_process
+from tests.cli.processes import run
+from tests.cli.processes import run_on_terminal
+
+
+def test_replicas_with_gradient_cache_and_a_progress_bar_on_a_terminal(tmp_path):
+    out = str(tmp_path / "cached")
+    # 2 steps (the assertions do not depend on the size), stdout a terminal
+    # and no --verbose: Keras' progress bar, redrawn in place within the epoch.
+    returncode, shown, stderr = run_on_terminal(
+        "train", *SMALL_RUN, "--train-size", "128", "--epochs", "1", "--replicas", "2",
+        "--chunk-size", "16", "--norm", "sync", "--out", out)
+    assert returncode == 0, stderr[-3000:]
+    assert stderr == "", stderr[-3000:]
+    # The bar after step 1 of 2, then its ETA in bold: verbose=1 (verbose=2
+    # shows only "2/2 - ...").
+    assert re.search(r"1/2\S* \S*\u2501\S* \x1b\[1m[\d:]+s?\x1b\[0m", shown), shown
+    assert re.search(r"2/2\S* \S*\u2501", shown), shown
+    results = json.load(open(os.path.join(out, "results.json")))
+    assert np.isfinite(results["knn_accuracy"])
+    history = open(os.path.join(out, "history_0.csv")).read()
+    assert "grad_inf_norm/first" in history and "knn_accuracy" in history
+
+
+@pytest.mark.skipif(not os.path.exists("/usr/share/wordnet/data.noun"),
+                    reason="Debian's wordnet-base is not installed")
+def test_dual_encoder_on_wordnet_under_two_replicas(tmp_path, capsys):
+    out = str(tmp_path / "dual")
+    completed = run("train", "--model", "dual", "--dataset", "wordnet", "--epochs", "1",
+                    "--batch-size", "64", "--train-size", "1200", "--replicas", "2",
+                    "--verbose", "0", "--out", out)
+    assert completed.returncode == 0, completed.stderr[-3000:]
+    results = json.load(open(os.path.join(out, "results.json")))
+    assert 0.0 <= results["recall_at_1"] <= results["recall_at_5"] <= 1.0
+    assert results["held_out_pairs"] == 120
+    import tensorflow as tf
+
+    loaded = tf.saved_model.load(os.path.join(out, "saved_model"))
+    tokens = np.ones((2, 32), np.int32)
+    embeddings = loaded.encode_a(tokens).numpy()
+    np.testing.assert_allclose(np.linalg.norm(embeddings, axis=1), 1.0, rtol=1e-5)
+
+    # evaluate: the same held-out pairs (split read from results.json), from
+    # the .keras file and from the SavedModel.
+    # (In this process: a subprocess each would add ~10 s of start-up.)
+    for model_dir in (out, os.path.join(out, "saved_model")):
+        capsys.readouterr()
+        assert main_in_process(["evaluate", model_dir, "--dataset", "wordnet",
+                                *(("--train-size", "1200") if "saved_model" in model_dir
+                                  else ())]) == 0
+        scores = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+        assert scores["held_out_pairs"] == 120
+        assert scores["recall_at_1"] == pytest.approx(results["recall_at_1"])
+        assert scores["recall_at_5"] == pytest.approx(results["recall_at_5"])
+
+
+# slow: ~140 s; two-worker exactness is also tested, without the command
+# line, by tests/distribute/multi_worker_test.py in `make test`.
+@pytest.mark.slow
+def test_two_workers_on_loopback_equal_a_single_process_run(tmp_path):
+    """`--strategy multiworker`: 2 worker processes on 127.0.0.1 (TF_CONFIG)
+    with synchronised BN end with bit-identical weights, equal to one
+    process with 2 simulated replicas on the same global batches."""
+    args = [*SMALL, "--epochs", "1", "--train-size", "256", "--norm", "sync"]
+    workers = str(tmp_path / "workers")
+    command = [sys.executable, "-m", "keras_contrast", "train", *args,
+               "--strategy", "multiworker", "--out", workers]
+    test_case.run_worker_processes([command, command], timeout=300)
+    single = str(tmp_path / "single")
+    completed = run("train", *args, "--replicas", "2", "--out", single)
+    assert completed.returncode == 0, completed.stderr[-3000:]
+
+    chief, other = final_weights(workers), final_weights(os.path.join(workers, "worker_1"))
+    for a, b in zip(chief, other):
+        np.testing.assert_array_equal(a, b)
+    reference = final_weights(single)
+    scale = max(np.abs(w).max() for w in reference)
+    # The two runs sum the same numbers in a different order; AdamW's
+    # normalised steps grow those last-bit differences (measured: 1.1e-6
+    # after these 4 steps, against weights up to 1.5).
+    for a, b in zip(chief, reference):
+        np.testing.assert_allclose(a, b, rtol=0, atol=1e-5 * scale)
+    history = [open(os.path.join(workers, f"history_{i}.csv")).read() for i in range(2)]
+    assert history[0] == history[1]
+
+
+def test_moco_trains_evaluates_and_exports(tmp_path, capsys):
+    out = str(tmp_path / "moco")
+    completed = run("train", "--model", "moco", *SMALL, "--epochs", "1", "--train-size", "128",
+                    "--queue-size", "128", "--momentum", "0.9", "--optimizer", "sgd",
+                    "--loss", "dcl", "--out", out)
+    assert completed.returncode == 0, completed.stderr[-3000:]
+    results = json.load(open(os.path.join(out, "results.json")))
+    assert np.isfinite(results["knn_accuracy"]) and results["optimizer"] == "sgd"
+    import keras
+
+    from keras_contrast.models import MoCo
+
+    model = keras.models.load_model(os.path.join(out, "model.keras"))
+    assert isinstance(model, MoCo)
+    assert (model.queue_size, model.momentum) == (128, 0.9)
+    # Two steps of 64 keys replaced all 128 rows of the initial queue.
+    assert int(model.queue_pointer.numpy()) == 0
+    fresh = MoCo.from_config(model.get_config())
+    fresh.build((None, 2, 8, 8, 1))
+    assert np.all(np.any(fresh.queue.numpy() != model.queue.numpy(), axis=1))
+    np.testing.assert_allclose(np.linalg.norm(model.queue.numpy(), axis=1), 1.0, rtol=1e-5)
+    # evaluate and export in this process (they set no global state; a
+    # subprocess each would add ~10 s of TensorFlow start-up).
+    from keras_contrast import cli
+
+    capsys.readouterr()
+    assert cli.main(["evaluate", out, "--dataset", "digits", "--knn-k", "10",
+                     "--probe-epochs", "1"]) == 0
+    scores = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert scores["knn_accuracy"] == pytest.approx(results["knn_accuracy"])
+    assert cli.main(["export", out, "--out", str(tmp_path / "exported")]) == 0
+    import tensorflow as tf
+
+    images = np.random.default_rng(0).uniform(size=(3, 8, 8, 1)).astype("float32")
+    features = model.encoder(images, training=False).numpy()
+    features /= np.linalg.norm(features, axis=1, keepdims=True)
+    loaded = tf.saved_model.load(str(tmp_path / "exported"))
+    test_case.assert_all_close(loaded.serve(images).numpy(), features, rtol=1e-5)
+
+
+@pytest.mark.parametrize("model", ["simclr", "moco"])
+def test_shuffle_bn_reaches_the_model(model, tmp_path):
+    from keras_contrast import cli
+    from keras_contrast import models
+
+    args = cli.build_parser().parse_args(["train", "--model", model, "--shuffle-bn", "--width",
+                                          "4", "--batch-size", "64", "--out", str(tmp_path)])
+    cli.validate_train(args)
+    overrides = cli.preset_overrides(args, (8, 8, 1), 10)
+    built = models.from_preset(args.preset, **overrides)
+    assert type(built).__name__ == {"simclr": "SimCLR", "moco": "MoCo"}[model]
+    assert built.shuffle_bn is True
