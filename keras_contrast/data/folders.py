@@ -8,10 +8,9 @@ import numpy as np
 import tensorflow as tf
 
 from keras_contrast.api_export import keras_contrast_export
-from keras_contrast.checks import is_int
-
-IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif")
-TEST_SPLITS = ("test", "val", "validation")
+from keras_contrast.data.sources import IMAGE_EXTENSIONS
+from keras_contrast.data.sources import TEST_SPLITS
+from keras_contrast.data.sources import check_image_size as _check_image_size
 
 
 def _read_split(directory, class_names, image_size, channels):
@@ -50,24 +49,6 @@ def _read_split(directory, class_names, image_size, channels):
     return np.stack(images), np.asarray(labels, np.int64)
 
 
-def _check_image_size(image_size):
-    """`(height, width)` from `image_size` (an int is a square size), or None."""
-    if image_size is None:
-        return None
-    sizes = (image_size, image_size) if is_int(image_size) else image_size
-    if (
-        isinstance(sizes, (str, bytes))
-        or not hasattr(sizes, "__len__")
-        or len(sizes) != 2
-        or not all(is_int(s) and s >= 1 for s in sizes)
-    ):
-        raise ValueError(
-            f"`image_size` must be an int > 0 or a pair of ints (height, width) > 0, "
-            f"got {image_size!r}."
-        )
-    return int(sizes[0]), int(sizes[1])
-
-
 @keras_contrast_export("keras_contrast.data.load_image_folder")
 def load_image_folder(directory, image_size=None, channels=3):
     """Loads `directory/train/<class>/*` and `directory/test/<class>/*`.
@@ -75,7 +56,10 @@ def load_image_folder(directory, image_size=None, channels=3):
     Class `i` is the i-th subfolder name of `train/` in sorted order, in
     both splits (`val/` or `validation/` is accepted in place of `test/`).
     Everything is decoded into memory: meant for datasets of the size the
-    contrastive pipelines here take as arrays.
+    contrastive pipelines here take as arrays. For larger folders stream
+    them instead: pass the folder itself to `two_view_dataset` and
+    `image_dataset` (or build a `FolderSource`), which decodes the same
+    pixels inside `tf.data`.
 
     Args:
         directory: the folder holding `train/` and `test/`.
