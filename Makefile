@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 export KERAS_BACKEND := tensorflow
 export TF_CPP_MIN_LOG_LEVEL := 2
 
-.PHONY: install demo demo-digits test bench experiments clean bazel bazel-test
+.PHONY: install demo demo-folder demo-digits test bench experiments clean bazel bazel-test
 
 $(STAMP): setup.cfg pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -31,6 +31,19 @@ demo: $(STAMP)
 		--out $(DEMO_OUT)
 
 # The former demo: a minute on scikit-learn's digits.
+# The same job through the streaming path: Fashion-MNIST written once as a folder of 70,000
+# PNGs (runs/fashion_mnist_png, ~2 min), then read and decoded inside tf.data every epoch
+# (keras_contrast.data.FolderSource) as users' own train/<class>/ folders are.
+DEMO_FOLDER := runs/fashion_mnist_png
+
+demo-folder: $(STAMP)
+	test -d $(FASHION_MNIST) || apt-get install -y dataset-fashion-mnist \
+		|| sudo apt-get install -y dataset-fashion-mnist
+	test -d $(DEMO_FOLDER)/train || $(PY) tools/write_image_folder.py $(DEMO_FOLDER)
+	$(PY) -m keras_contrast train --model simclr --loss dclw --dataset $(DEMO_FOLDER) \
+		--channels 1 --epochs 3 --batch-size 256 --replicas 4 --norm sync --width 8 \
+		--temperature 0.2 --out $(DEMO_OUT)_folder
+
 demo-digits: $(STAMP)
 	$(PY) examples/digits_demo.py
 
@@ -54,10 +67,14 @@ bazel-test: $(STAMP) bazel
 	$(BAZEL) test $(BAZEL_FLAGS) $(BAZEL_TESTS)
 
 bench: $(STAMP)
+	test -d $(FASHION_MNIST) || apt-get install -y dataset-fashion-mnist \
+		|| sudo apt-get install -y dataset-fashion-mnist
 	$(PY) benchmarks/loss_bench.py
 	$(PY) benchmarks/batchnorm_bench.py
 	$(PY) benchmarks/gradcache_bench.py
 	$(PY) benchmarks/tiled_loss_bench.py
+	$(PY) benchmarks/input_pipeline.py
+	$(PY) benchmarks/knn_memory.py
 
 # The experiments of examples/ (full runs, ~75 min on 2 cores; tables and plots in
 # examples/results/), then any test marked slow (pytest's exit 5: none collected).

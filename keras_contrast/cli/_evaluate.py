@@ -7,12 +7,14 @@ import os
 import keras
 import tensorflow as tf
 
+from keras_contrast import data
 from keras_contrast import evaluation
-from keras_contrast.cli._datasets import load_images
+from keras_contrast.cli._datasets import open_images
 from keras_contrast.cli._dual import evaluate_dual
 from keras_contrast.cli._errors import UsageError
 from keras_contrast.cli._validation import check_dataset
 from keras_contrast.cli._validation import check_positive
+from keras_contrast.cli._validation import check_train_size
 
 
 def evaluate(args):
@@ -35,10 +37,17 @@ def evaluate(args):
     check_positive(args, "knn_k", "probe_epochs", "train_size", "image_size")
     if args.dataset == "wordnet":
         return evaluate_dual(args)
+    check_train_size(args.dataset, args.train_size)
     encoder = load_encoder(args.model_dir)
-    (x, y), (xt, yt) = load_images(args.dataset, args.train_size, image_size=args.image_size,
-                                   data_dir=args.data_dir, download=args.download)
-    train_split, test_split = (x / 255.0, y), (xt / 255.0, yt)
+    images = open_images(args.dataset, image_size=args.image_size, channels=args.channels,
+                         data_dir=args.data_dir, download=args.download)
+    if images.streaming:
+        train_split = data.image_dataset(images.train, labels=True)
+        test_split = data.image_dataset(images.test, labels=True)
+    else:
+        (x, y), (xt, yt) = images.train, images.test
+        x, y = x[:args.train_size], y[:args.train_size]
+        train_split, test_split = (x / 255.0, y), (xt / 255.0, yt)
     knn = evaluation.knn_accuracy(encoder, train_split, test_split, k=args.knn_k)
     probe, _ = evaluation.linear_probe(encoder, train_split, test_split, epochs=args.probe_epochs)
     print(json.dumps({"knn_accuracy": knn, "linear_probe_accuracy": probe}))

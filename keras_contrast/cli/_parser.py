@@ -63,8 +63,10 @@ def add_train_arguments(train):
                        help="a keras_contrast.models preset (default: per model)")
     train.add_argument("--loss", default=None, help=f"one of {registry.LOSS_NAMES}")
     train.add_argument("--dataset", default="fashion_mnist",
-                       help=f"{' | '.join(registry.DATASETS)} | tfds:NAME | a folder of "
-                       "Fashion-MNIST IDX files or of train/ and test/ class folders")
+                       help=f"{' | '.join(registry.DATASETS)} | tfds:NAME | "
+                       "tfrecord:GLOB with {split} (e.g. records/{split}-*.tfrecord) | a folder "
+                       "of Fashion-MNIST IDX files or of train/ and test/ class folders "
+                       "(class folders, TFRecords and TFDS stream from disk)")
     train.add_argument("--epochs", type=int, default=5)
     train.add_argument("--batch-size", type=int, default=256, help="global batch size")
     train.add_argument("--chunk-size", type=int, default=None,
@@ -92,7 +94,11 @@ def add_train_arguments(train):
                        help="linear learning-rate warm-up steps of --schedule cosine")
     train.add_argument("--train-size", type=int, default=None,
                        help="train on the first N training images (default: all); "
-                       "the final kNN bank is always the whole training split")
+                       "the final kNN bank is always the whole training split; "
+                       "in-memory datasets only (fashion_mnist, digits)")
+    train.add_argument("--steps-per-epoch", type=int, default=None,
+                       help="cut every epoch to its first N batches (quick trials; "
+                       "default: the whole epoch)")
     train.add_argument("--knn-k", type=int, default=200)
     train.add_argument("--knn-every", type=int, default=1, help="kNN monitor every N epochs")
     train.add_argument("--seed", type=int, default=0)
@@ -124,9 +130,13 @@ def add_optimizer_arguments(train):
 
 
 def add_data_arguments(parser):
-    """Adds `--image-size`, `--data-dir` and `--download` to `parser`."""
+    """Adds `--image-size`, `--channels`, `--data-dir` and `--download` to `parser`."""
     parser.add_argument("--image-size", type=int, default=None,
-                        help="resize images of a folder dataset to this square size")
+                        help="resize the images of a streaming dataset (class folders, "
+                        "tfrecord:, tfds:) to this square size")
+    parser.add_argument("--channels", type=int, default=3, choices=(1, 3),
+                        help="decode the images of a streaming dataset to 1 (gray) or 3 (RGB) "
+                        "channels")
     parser.add_argument("--data-dir", default=None,
                         help="where a tfds:NAME dataset is prepared (TFDS' default if unset)")
     parser.add_argument("--download", action="store_true",

@@ -105,8 +105,9 @@ def _plot_knn(axis, values, results, labels):
     if results and "knn_accuracy" in results:
         axis.plot([len(values)], [results["knn_accuracy"]], marker="*", markersize=12,
                   linestyle="none", color="tab:green", label=labels["final"])
-        axis.axhline(results["knn_accuracy_raw_pixels"], color="gray", linestyle="--",
-                     label=labels["pixels"])
+        if results.get("knn_accuracy_raw_pixels") is not None:
+            axis.axhline(results["knn_accuracy_raw_pixels"], color="gray", linestyle="--",
+                         label=labels["pixels"])
     axis.set_title("two protocols: per-epoch monitor vs final", fontsize=8)
     axis.legend(fontsize=7)
 

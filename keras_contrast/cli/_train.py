@@ -8,6 +8,7 @@ import sys
 import time
 
 import keras
+import numpy as np
 import tensorflow as tf
 
 from keras_contrast import callbacks as kc_callbacks
@@ -18,7 +19,7 @@ from keras_contrast import export
 from keras_contrast import layers as kc_layers
 from keras_contrast import models
 from keras_contrast.cli import _dual as dual
-from keras_contrast.cli._datasets import load_images
+from keras_contrast.cli._datasets import open_images
 from keras_contrast.cli._errors import UsageError
 from keras_contrast.cli._factories import make_loss
 from keras_contrast.cli._factories import make_optimizer
@@ -96,27 +97,30 @@ class _Run:
 def train_images(args):
     """`train` of the image models (`simclr`, `moco`, `mocov3`), after
     `validate_train`; see `train`."""
-    (x_bank, y_bank), (x_test, y_test) = load_images(
-        args.dataset, image_size=args.image_size, data_dir=args.data_dir, download=args.download)
-    x_train, y_train = x_bank[:args.train_size], y_bank[:args.train_size]
-    if len(x_train) < args.batch_size:
-        raise UsageError(f"--batch-size {args.batch_size} exceeds the {len(x_train)} "
-                         "training images")
-    run = _Run.start(args)
     keras.utils.set_random_seed(args.seed)
     if args.deterministic:
         # Same run, same bits: a resumed run then equals the uninterrupted one.
         tf.config.experimental.enable_op_determinism()
+    # Before anything runs a TensorFlow op (a streamed source decodes its
+    # first image): MultiWorkerMirroredStrategy must configure the runtime.
     strategy = make_strategy(args)
-    image_shape = tuple(x_train.shape[1:])
-    steps_per_epoch = len(x_train) // args.batch_size
-    model, trainer = build_trainer(args, strategy, image_shape, args.epochs * steps_per_epoch)
-    monitor = ((x_train[:MONITOR_BANK] / 255.0, y_train[:MONITOR_BANK]),
-               (x_test[:MONITOR_TEST] / 255.0, y_test[:MONITOR_TEST]))
+    images = open_images(args.dataset, image_size=args.image_size, channels=args.channels,
+                         data_dir=args.data_dir, download=args.download)
+    num_train = min(images.num_train, args.train_size or images.num_train)
+    if num_train < args.batch_size:
+        raise UsageError(f"--batch-size {args.batch_size} exceeds the {num_train} "
+                         "training images")
+    steps_per_epoch = num_train // args.batch_size
+    if args.steps_per_epoch and args.steps_per_epoch > steps_per_epoch:
+        raise UsageError(f"--steps-per-epoch {args.steps_per_epoch} exceeds the "
+                         f"{steps_per_epoch} full batches of {args.batch_size} in an epoch")
+    steps_per_epoch = args.steps_per_epoch or steps_per_epoch
+    run = _Run.start(args)
+    model, trainer = build_trainer(args, strategy, images.image_shape,
+                                   args.epochs * steps_per_epoch)
+    monitor = monitor_splits(images)
     norms = kc_callbacks.GradientNormMonitor()
-    dataset = data.two_view_dataset(
-        x_train, args.batch_size, seed=args.seed, epoch=run.initial_epoch,
-        num_epochs=max(args.epochs - run.initial_epoch, 1))
+    dataset = training_dataset(args, images, strategy, run.initial_epoch, steps_per_epoch)
     started = time.time()
     # shuffle=False: the dataset is shuffled already, keyed by (seed, epoch,
     # example); Keras' default shuffle=True only warns that it ignores it.
@@ -124,16 +128,66 @@ def train_images(args):
                           callbacks=training_callbacks(args, model, strategy, run, monitor, norms),
                           verbose=fit_verbosity(args.verbose), shuffle=False)
     seconds = time.time() - started
-    results = final_results(args, model.encoder, (x_bank, y_bank), (x_test, y_test),
-                            len(x_train), run.initial_epoch, seconds)
-    knn_sizes = dict(monitor=(len(monitor[0][0]), len(monitor[1][0])), test_size=len(x_test))
+    results = final_results(args, model.encoder, images, num_train, run.initial_epoch, seconds)
+    knn_sizes = dict(monitor=monitor.sizes, test_size=images.num_test)
     _write_outputs(args, run, model, results, read_history(
         os.path.join(args.out, run.history_csv), history.history), norms.history, knn_sizes)
+    raw = results["knn_accuracy_raw_pixels"]
+    raw = "not computed: too large" if raw is None else f"{raw:.4f}"
     print(f"kNN accuracy (k={args.knn_k}, cosine, tau=0.1) on the test split: "
-          f"{results['knn_accuracy']:.4f} (raw pixels: {results['knn_accuracy_raw_pixels']:.4f}); "
+          f"{results['knn_accuracy']:.4f} (raw pixels: {raw}); "
           f"training took {seconds:.0f} s")
     print(closing_summary(args.out, run.model_dir, run.history_csv, args.dataset))
     return 0
+
+
+def training_dataset(args, images, strategy, initial_epoch, steps_per_epoch):
+    """The two-view batches of the epochs from `initial_epoch` on.
+
+    Epoch e is `two_view_dataset(..., epoch=e)` (cut to `--steps-per-epoch`
+    batches when given), so a resumed run sees exactly the batches of the
+    uninterrupted one. With several workers on a streaming dataset every
+    worker reads only its own examples (`distribute_two_view_dataset`).
+    """
+    train = images.train if images.streaming else images.train[0][:args.train_size]
+    epochs = max(args.epochs - initial_epoch, 1)
+    if images.streaming and args.strategy == "multiworker":
+        return data.distribute_two_view_dataset(
+            strategy, train, args.batch_size, seed=args.seed, epoch=initial_epoch,
+            num_epochs=epochs)
+    if not args.steps_per_epoch:
+        return data.two_view_dataset(train, args.batch_size, seed=args.seed,
+                                     epoch=initial_epoch, num_epochs=epochs)
+    dataset = None
+    for epoch in range(initial_epoch, initial_epoch + epochs):
+        part = data.two_view_dataset(train, args.batch_size, seed=args.seed,
+                                     epoch=epoch).take(steps_per_epoch)
+        dataset = part if dataset is None else dataset.concatenate(part)
+    return dataset
+
+
+@dataclasses.dataclass(frozen=True)
+class _Monitor:
+    """The per-epoch kNN monitor's bank and test split, and their sizes."""
+
+    bank: object
+    test: object
+    sizes: tuple
+
+
+def monitor_splits(images):
+    """The first `MONITOR_BANK` training and `MONITOR_TEST` test images, as
+    arrays in [0, 1] or as streamed batches."""
+    if not images.streaming:
+        (x, y), (xt, yt) = images.train, images.test
+        return _Monitor((x[:MONITOR_BANK] / 255.0, y[:MONITOR_BANK]),
+                        (xt[:MONITOR_TEST] / 255.0, yt[:MONITOR_TEST]),
+                        (min(len(x), MONITOR_BANK), min(len(xt), MONITOR_TEST)))
+    sizes = (min(images.num_train, MONITOR_BANK), min(images.num_test, MONITOR_TEST))
+    batch = 250  # divides both sizes
+    bank = data.image_dataset(images.train, labels=True, batch_size=batch).unbatch()
+    test = data.image_dataset(images.test, labels=True, batch_size=batch).unbatch()
+    return _Monitor(bank.take(sizes[0]).batch(batch), test.take(sizes[1]).batch(batch), sizes)
 
 
 def build_trainer(args, strategy, image_shape, total_steps):
@@ -162,9 +216,9 @@ def build_trainer(args, strategy, image_shape, total_steps):
 def training_callbacks(args, model, strategy, run, monitor, norms):
     """The callbacks of `fit`: kNN monitor, replica BN averaging, CSV log,
     gradient norms, TensorBoard (chief) and the backup, in that order."""
-    bank, test = monitor
     callbacks = [
-        kc_callbacks.KNNMonitor(bank, test, k=args.knn_k, every_n_epochs=args.knn_every,
+        kc_callbacks.KNNMonitor(monitor.bank, monitor.test, k=args.knn_k,
+                                every_n_epochs=args.knn_every,
                                 encoder=model.encoder),
         # Per-replica BN copies drift apart and a backup keeps one of them;
         # averaging them before each backup lets a resumed run continue
@@ -184,15 +238,29 @@ def training_callbacks(args, model, strategy, run, monitor, norms):
     return callbacks
 
 
-def final_results(args, encoder, bank, test, train_images, initial_epoch, seconds):
+# Raw pixels are a reference only while their bank stays this small (float32).
+RAW_PIXEL_BANK_BYTES = 2 * 2**30
+
+
+def final_results(args, encoder, images, train_images, initial_epoch, seconds):
     """`results.json` of an image model: the kNN accuracies of the encoder
     and of raw pixels, with the whole training split as the bank (also when
-    the encoder trained on part of it) and the whole test split."""
-    bank, test = (bank[0] / 255.0, bank[1]), (test[0] / 255.0, test[1])
+    the encoder trained on part of it) and the whole test split; raw
+    pixels are None when their bank would exceed `RAW_PIXEL_BANK_BYTES`."""
+    if images.streaming:
+        bank = data.image_dataset(images.train, labels=True)
+        test = data.image_dataset(images.test, labels=True)
+    else:
+        bank = (images.train[0] / 255.0, images.train[1])
+        test = (images.test[0] / 255.0, images.test[1])
+    raw_bytes = images.num_train * int(np.prod(images.image_shape)) * 4
+    raw = (evaluation.knn_accuracy(None, bank, test, k=args.knn_k)
+           if raw_bytes <= RAW_PIXEL_BANK_BYTES else None)
     return {"knn_accuracy": evaluation.knn_accuracy(encoder, bank, test, k=args.knn_k),
-            "knn_accuracy_raw_pixels": evaluation.knn_accuracy(None, bank, test, k=args.knn_k),
-            "knn_bank_size": len(bank[0]), "train_images": train_images,
+            "knn_accuracy_raw_pixels": raw,
+            "knn_bank_size": images.num_train, "train_images": train_images,
             "train_seconds": seconds, "epochs": args.epochs, "initial_epoch": initial_epoch,
+            "steps_per_epoch": args.steps_per_epoch,
             "optimizer": args.optimizer, "peak_learning_rate": optimizer_settings(args)[0],
             "command": " ".join(sys.argv)}
 

@@ -6,6 +6,7 @@ import os
 
 from keras_contrast.checks import check_writable_directory
 from keras_contrast.cli import _registry as registry
+from keras_contrast.cli._datasets import is_streaming
 from keras_contrast.cli._errors import UsageError
 from keras_contrast.models.presets import PRESETS
 
@@ -26,7 +27,7 @@ def validate_train(args):
     _check_model(args)
     check_positive(args, "epochs", "batch_size", "chunk_size", "replicas", "temperature",
                    "learning_rate", "train_size", "knn_k", "knn_every", "image_size",
-                   "queue_size")
+                   "queue_size", "steps_per_epoch")
     if args.weight_decay is not None and not args.weight_decay >= 0:
         raise UsageError(f"--weight-decay must be >= 0, got {args.weight_decay}")
     _check_model_options(args)
@@ -35,6 +36,11 @@ def validate_train(args):
                          f"{args.warmup_steps} with --schedule {args.schedule}")
     _check_batches(args)
     check_dataset(args.dataset)
+    check_train_size(args.dataset, args.train_size)
+    if args.steps_per_epoch and args.strategy == "multiworker" and is_streaming(args.dataset):
+        raise UsageError("--steps-per-epoch with --strategy multiworker needs an in-memory "
+                         "--dataset (fashion_mnist, digits): the workers' streamed shards "
+                         "are read whole each epoch")
     check_writable(args.out)
     _check_requirements(args.model)
 
@@ -112,14 +118,28 @@ def check_positive(args, *names):
             raise UsageError(f"--{name.replace('_', '-')} must be > 0, got {value}")
 
 
+def check_train_size(name, train_size):
+    """Raises a UsageError for `--train-size` with a streaming `--dataset`."""
+    if train_size and is_streaming(name):
+        raise UsageError(f"--train-size applies to the datasets held in memory "
+                         f"(fashion_mnist, digits); --dataset {name} streams: pass "
+                         "--steps-per-epoch to shorten its epochs")
+
+
 def check_dataset(name):
     """Raises a UsageError unless `--dataset name` is a known dataset,
-    `tfds:NAME` or an existing folder."""
+    `tfds:NAME`, `tfrecord:GLOB` with `{split}` or an existing folder."""
     if name in registry.DATASETS:
         return
     if name.startswith("tfds:"):
         if not name[len("tfds:"):]:
             raise UsageError("--dataset tfds:NAME needs a dataset name after 'tfds:'")
+        return
+    if name.startswith("tfrecord:"):
+        if "{split}" not in name:
+            raise UsageError(f"--dataset {name} needs '{{split}}' in its glob, e.g. "
+                             "tfrecord:records/{split}-*.tfrecord, to find the train and "
+                             "test shards")
         return
     if not os.path.isdir(name):
         raise UsageError(f"--dataset {name!r} is neither {' nor '.join(registry.DATASETS)} "

@@ -73,11 +73,34 @@ def test_dual_encoder_on_wordnet_under_two_replicas(tmp_path, capsys):
 # slow: ~140 s; two-worker exactness is also tested, without the command
 # line, by tests/distribute/multi_worker_test.py in `make test`.
 @pytest.mark.slow
-def test_two_workers_on_loopback_equal_a_single_process_run(tmp_path):
+def write_digit_folder(root, train=256, test=100):
+    """digits' first `train` / `test` images as gray PNGs in class folders."""
+    import tensorflow as tf
+
+    from keras_contrast import data
+
+    for split, (x, y) in zip(("train", "test"), data.load_digits()):
+        for index in range((train, test)[split == "test"]):
+            folder = os.path.join(root, split, f"digit{y[index]}")
+            os.makedirs(folder, exist_ok=True)
+            tf.io.write_file(os.path.join(folder, f"{index:04d}.png"),
+                             tf.io.encode_png(x[index][..., None]))
+
+
+@pytest.mark.parametrize("streamed", [False, True], ids=["arrays", "folder"])
+def test_two_workers_on_loopback_equal_a_single_process_run(tmp_path, streamed):
     """`--strategy multiworker`: 2 worker processes on 127.0.0.1 (TF_CONFIG)
     with synchronised BN end with bit-identical weights, equal to one
-    process with 2 simulated replicas on the same global batches."""
+    process with 2 simulated replicas on the same global batches. A
+    streamed folder goes through `distribute_two_view_dataset` (each
+    worker decodes its own examples) in the workers and through
+    `two_view_dataset` in the single process."""
     args = [*SMALL, "--epochs", "1", "--train-size", "256", "--norm", "sync"]
+    if streamed:
+        write_digit_folder(str(tmp_path / "digits"))
+        args = ["--dataset", str(tmp_path / "digits"), "--channels", "1", "--batch-size", "64",
+                "--width", "4", "--knn-k", "10", "--seed", "3", "--verbose", "0",
+                "--epochs", "1", "--norm", "sync"]
     workers = str(tmp_path / "workers")
     command = [sys.executable, "-m", "keras_contrast", "train", *args,
                "--strategy", "multiworker", "--out", workers]
