@@ -184,10 +184,27 @@ def monitor_splits(images):
                         (xt[:MONITOR_TEST] / 255.0, yt[:MONITOR_TEST]),
                         (min(len(x), MONITOR_BANK), min(len(xt), MONITOR_TEST)))
     sizes = (min(images.num_train, MONITOR_BANK), min(images.num_test, MONITOR_TEST))
-    batch = 250  # divides both sizes
-    bank = data.image_dataset(images.train, labels=True, batch_size=batch).unbatch()
-    test = data.image_dataset(images.test, labels=True, batch_size=batch).unbatch()
-    return _Monitor(bank.take(sizes[0]).batch(batch), test.take(sizes[1]).batch(batch), sizes)
+    return _Monitor(_spread_subset(images.train, sizes[0]), _spread_subset(images.test, sizes[1]),
+                    sizes)
+
+
+def _spread_subset(source, count, batch_size=250):
+    """`count` examples of a streamed split as `(images in [0, 1], labels)`
+    batches: ids spread evenly over the split when it can be read at random
+    (a class-folder split is class-major, so its first ids would hold only
+    its first classes), else the first `count` (TFRecord shards written by
+    `write_tfrecords` interleave the classes; TFDS shuffles when it prepares)."""
+    if not source.random_access:
+        dataset = data.image_dataset(source, labels=True, batch_size=batch_size)
+        return dataset.unbatch().take(count).batch(batch_size)
+    ids = np.linspace(0, source.num_examples - 1, count).round().astype(np.int64)
+
+    def scale(index, image, label):
+        if image.dtype == tf.uint8:
+            image = tf.cast(image, tf.float32) / 255.0
+        return image, label
+
+    return source.read(tf.constant(ids)).map(scale).batch(batch_size)
 
 
 def build_trainer(args, strategy, image_shape, total_steps):

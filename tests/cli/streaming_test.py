@@ -70,12 +70,12 @@ def test_train_and_evaluate_on_tfrecord_shards(tmp_path, capsys):
     out = str(tmp_path / "out")
     code = main_in_process(["train", "--dataset", name, "--channels", "1", "--batch-size", "64",
                             "--width", "4", "--knn-k", "10", "--epochs", "2",
-                            "--steps-per-epoch", "3", "--verbose", "0", "--no-deterministic",
+                            "--steps-per-epoch", "1", "--verbose", "0", "--no-deterministic",
                             "--out", out])
     assert code == 0, capsys.readouterr().err
     results = json.load(open(os.path.join(out, "results.json")))
     assert results["train_images"] == len(x) and results["knn_bank_size"] == len(x)
-    assert results["steps_per_epoch"] == 3 and 0.0 <= results["knn_accuracy"] <= 1.0
+    assert results["steps_per_epoch"] == 1 and 0.0 <= results["knn_accuracy"] <= 1.0
     assert 0.0 <= results["knn_accuracy_raw_pixels"] <= 1.0
     history = open(os.path.join(out, "history_0.csv")).read().splitlines()
     assert len(history) == 3  # a header and 2 epochs
@@ -113,3 +113,27 @@ def test_train_size_with_a_streaming_folder_exits_2(tmp_path, capsys):
                             "--out", str(tmp_path / "out")])
     assert code == 2
     assert "--train-size applies to the datasets held in memory" in capsys.readouterr().err
+
+
+def test_the_monitor_of_a_class_major_folder_holds_every_class(tmp_path, monkeypatch):
+    from keras_contrast.cli import _train
+
+    for split, count in (("train", 30), ("test", 10)):
+        for name in ("a", "b", "c"):
+            os.makedirs(tmp_path / split / name)
+            for i in range(count):
+                tf.io.write_file(str(tmp_path / split / name / f"{i:02d}.png"),
+                                 tf.io.encode_png(np.full((4, 4, 1), i, np.uint8)))
+    monkeypatch.setattr(_train, "MONITOR_BANK", 15)
+    monkeypatch.setattr(_train, "MONITOR_TEST", 6)
+    monitor = _train.monitor_splits(open_images(str(tmp_path), channels=1))
+    bank = np.concatenate([y.numpy() for _, y in monitor.bank])
+    test = np.concatenate([y.numpy() for _, y in monitor.test])
+    # Ids spread evenly over the class-major list: 90 ids -> 0, 6.36, ..., 89;
+    # 5 of them in each class of 30 (the first 15 ids would all be class 0).
+    np.testing.assert_array_equal(np.bincount(bank, minlength=3), [5, 5, 5])
+    np.testing.assert_array_equal(np.bincount(test, minlength=3), [2, 2, 2])
+    assert monitor.sizes == (15, 6)
+    pixels = np.concatenate([x.numpy() for x, _ in monitor.bank])[:, 0, 0, 0]
+    ids = np.linspace(0, 89, 15).round().astype(int)
+    np.testing.assert_allclose(pixels, (ids % 30) / 255.0, rtol=1e-6)
