@@ -97,10 +97,6 @@ class _Run:
 def train_images(args):
     """`train` of the image models (`simclr`, `moco`, `mocov3`), after
     `validate_train`; see `train`."""
-    keras.utils.set_random_seed(args.seed)
-    if args.deterministic:
-        # Same run, same bits: a resumed run then equals the uninterrupted one.
-        tf.config.experimental.enable_op_determinism()
     # Before anything runs a TensorFlow op (a streamed source decodes its
     # first image): MultiWorkerMirroredStrategy must configure the runtime.
     strategy = make_strategy(args)
@@ -115,6 +111,11 @@ def train_images(args):
         raise UsageError(f"--steps-per-epoch {args.steps_per_epoch} exceeds the "
                          f"{steps_per_epoch} full batches of {args.batch_size} in an epoch")
     steps_per_epoch = args.steps_per_epoch or steps_per_epoch
+    # After the checks: a UsageError leaves the process's global state alone.
+    keras.utils.set_random_seed(args.seed)
+    if args.deterministic:
+        # Same run, same bits: a resumed run then equals the uninterrupted one.
+        tf.config.experimental.enable_op_determinism()
     run = _Run.start(args)
     model, trainer = build_trainer(args, strategy, images.image_shape,
                                    args.epochs * steps_per_epoch)

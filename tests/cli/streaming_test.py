@@ -16,6 +16,7 @@ from keras_contrast.cli._datasets import ImageData
 from keras_contrast.cli._datasets import open_images
 from keras_contrast.cli._train import training_dataset
 from tests.cli.commands import main_in_process
+from tests.cli.processes import run
 
 
 def write_digit_shards(root):
@@ -68,11 +69,11 @@ def test_tfrecord_dataset_opens_both_splits_with_their_labels(tmp_path):
 def test_train_and_evaluate_on_tfrecord_shards(tmp_path, capsys):
     name, (x, _), (xt, _) = write_digit_shards(str(tmp_path / "records"))
     out = str(tmp_path / "out")
-    code = main_in_process(["train", "--dataset", name, "--channels", "1", "--batch-size", "64",
-                            "--width", "4", "--knn-k", "10", "--epochs", "2",
-                            "--steps-per-epoch", "1", "--verbose", "0", "--no-deterministic",
-                            "--out", out])
-    assert code == 0, capsys.readouterr().err
+    # A child process: training sets the process's seeds and op determinism.
+    completed = run("train", "--dataset", name, "--channels", "1", "--batch-size", "64",
+                    "--width", "4", "--knn-k", "10", "--epochs", "2", "--steps-per-epoch", "1",
+                    "--verbose", "0", "--out", out)
+    assert completed.returncode == 0, completed.stderr[-3000:]
     results = json.load(open(os.path.join(out, "results.json")))
     assert results["train_images"] == len(x) and results["knn_bank_size"] == len(x)
     assert results["steps_per_epoch"] == 1 and 0.0 <= results["knn_accuracy"] <= 1.0
@@ -137,3 +138,13 @@ def test_the_monitor_of_a_class_major_folder_holds_every_class(tmp_path, monkeyp
     pixels = np.concatenate([x.numpy() for x, _ in monitor.bank])[:, 0, 0, 0]
     ids = np.linspace(0, 89, 15).round().astype(int)
     np.testing.assert_allclose(pixels, (ids % 30) / 255.0, rtol=1e-6)
+
+
+def test_a_usage_error_leaves_op_determinism_off(tmp_path, capsys):
+    """The checks that need the dataset run before `train` enables op
+    determinism, so a caller's process is left as it was."""
+    from tensorflow.python.framework import config as tf_config
+
+    assert main_in_process(["train", "--dataset", "digits", "--batch-size", "64",
+                            "--steps-per-epoch", "50", "--out", str(tmp_path / "out")]) == 2
+    assert not tf_config.is_op_determinism_enabled()
