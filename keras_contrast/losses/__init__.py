@@ -1,7 +1,7 @@
 """Contrastive losses: `(batch, views, dim)` embeddings in, `(batch,)` out.
 
-Each loss's module holds its math (`info_nce`, `dcl`, `clip`, `mocov3`,
-`queue`); what they share, read top-down: `contrastive_loss` (the base
+Each loss's module holds its math (`info_nce`, `dcl`, `clip`, `siglip`,
+`mocov3`, `queue`); what they share, read top-down: `contrastive_loss` (the base
 class: shared arguments, `__call__`, config), `two_view` (a two-view
 loss's description and its terms), `global_batch` (normalisation, the
 gathered batch, the reductions), `kernels` and `tiled` (the per-anchor
@@ -27,6 +27,9 @@ from keras_contrast.losses.kernels import one_positive_terms
 from keras_contrast.losses.mocov3 import MoCoV3Loss
 from keras_contrast.losses.mocov3 import mocov3_loss
 from keras_contrast.losses.queue import queue_contrastive_loss
+from keras_contrast.losses.siglip import SigLIPLoss
+from keras_contrast.losses.siglip import siglip_loss
+from keras_contrast.losses.siglip import tiled_sigmoid_pair_sum
 from keras_contrast.losses.tiled import tiled_logsumexp
 from keras_contrast.losses.two_view import TwoViewPairs
 from keras_contrast.losses.two_view import two_view_terms
@@ -40,6 +43,7 @@ __all__ = [
     "InfoNCE",
     "MoCoV3Loss",
     "NTXent",
+    "SigLIPLoss",
     "TwoViewPairs",
     "class_terms",
     "clip_loss",
@@ -51,6 +55,8 @@ __all__ = [
     "one_positive_terms",
     "queue_contrastive_loss",
     "reduce_contrastive",
+    "siglip_loss",
     "tiled_logsumexp",
+    "tiled_sigmoid_pair_sum",
     "two_view_terms",
 ]

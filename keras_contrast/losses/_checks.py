@@ -44,7 +44,17 @@ def check_positive(name, value, allow_tensor=True):
         if not math.isfinite(value) or value <= 0:
             raise ValueError(f"`{name}` must be {expected}, got {value!r}.")
         return
-    if not (allow_tensor and _is_tensor(value)):
+    if not allow_tensor:
+        raise TypeError(f"`{name}` must be {expected}, got {value!r}.")
+    static = _scalar_tensor_value(name, value, expected)
+    if static is not None and not (np.isfinite(static) and static > 0):
+        raise ValueError(f"`{name}` must be {expected}, got a tensor holding {static}.")
+
+
+def _scalar_tensor_value(name, value, expected):
+    """Checks that `value` is a real scalar tensor; returns its value when
+    known at trace time (None for a variable, whose value may change)."""
+    if not _is_tensor(value):
         raise TypeError(f"`{name}` must be {expected}, got {value!r}.")
     dtype = tf.as_dtype(value.dtype)
     if not (dtype.is_floating or dtype.is_integer) or dtype.is_complex:
@@ -53,10 +63,37 @@ def check_positive(name, value, allow_tensor=True):
     if shape.rank:
         raise ValueError(f"`{name}` must be a scalar, got a tensor of shape {tuple(shape)}.")
     if isinstance(value, (tf.Variable, keras.Variable)):
-        return  # Its value may change: checked at run time.
-    static = tf.get_static_value(value)
-    if static is not None and not (np.isfinite(static) and static > 0):
-        raise ValueError(f"`{name}` must be {expected}, got a tensor holding {static}.")
+        return None
+    return tf.get_static_value(value)
+
+
+def check_bias(bias):
+    """Static checks of SigLIP's `bias`: a finite real number, or a scalar
+    real tensor (a learnable bias); booleans, strings and None are not."""
+    expected = "a finite number or a scalar float tensor"
+    if _is_number(bias):
+        if not math.isfinite(bias):
+            raise ValueError(f"`bias` must be {expected}, got {bias!r}.")
+        return
+    static = _scalar_tensor_value("bias", bias, expected)
+    if static is not None and not np.isfinite(static):
+        raise ValueError(f"`bias` must be {expected}, got a tensor holding {static}.")
+
+
+def finite_tensor(value, name, loss_name, dtype=tf.float32):
+    """A checked `bias` as a scalar tensor of `dtype`; a value known only at
+    run time is asserted finite (an assert XLA drops)."""
+    check_bias(value)
+    if _is_number(value):
+        return tf.constant(value, dtype)
+    tensor = tf.cast(value, dtype)
+    if not isinstance(value, (tf.Variable, keras.Variable)) and (
+            tf.get_static_value(value) is not None):
+        return tensor
+    check = tf.debugging.Assert(tf.math.is_finite(tensor),
+                                [f"{loss_name}: `{name}` must be finite, got", tensor])
+    with tf.control_dependencies([check]):
+        return tf.identity(tensor)
 
 
 def configured_number(name, value):

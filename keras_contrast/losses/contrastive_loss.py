@@ -79,7 +79,7 @@ class ContrastiveLoss(keras.losses.Loss):
     which XLA drops:
         - a `temperature` or `sigma` tensor whose value is unknown when
           tracing (a variable, a learnable temperature) must be finite
-          and > 0;
+          and > 0 (SigLIP's `bias` tensor: finite);
         - the global batch must hold at least 2 samples when its size is
           dynamic or gathered across replicas (without the assert, DCL and
           DCLW give 0, the others their finite value);
@@ -122,19 +122,24 @@ class ContrastiveLoss(keras.losses.Loss):
         for key, value in self._fn_kwargs.items():
             setattr(self, key, value)
 
-    def __call__(self, y_true, y_pred, sample_weight=None, temperature=None):
+    # Further `fn` options a model may pass as tensors at call time (SigLIP's
+    # learnable `bias`); a subclass names them.
+    call_overrides = ()
+
+    def __call__(self, y_true, y_pred, sample_weight=None, temperature=None, **overrides):
         """Computes the reduced loss.
 
         Unlike `keras.losses.Loss.__call__`, accepts `y_true=None` (what
         `model.fit(x)` without labels passes) and an optional `temperature`
         tensor that overrides the configured one (a learnable temperature
         fed by a model's `compute_loss`); `temperature=None` uses the
-        configured one.
+        configured one. A subclass's `call_overrides` (SigLIP's `bias`)
+        are passed the same way.
         """
         with tf.name_scope(self.name):
             if temperature is None:
                 temperature = self.temperature
-            values = self.contrast(y_true, y_pred, temperature)
+            values = self.contrast(y_true, y_pred, temperature, **overrides)
             values = reduce_contrastive(values, sample_weight, self.reduction,
                                         type(self).__name__)
             return tf.cast(values, self.dtype)
@@ -142,15 +147,23 @@ class ContrastiveLoss(keras.losses.Loss):
     def call(self, y_true, y_pred):
         return self.contrast(y_true, y_pred, self.temperature)
 
-    def contrast(self, y_true, y_pred, temperature):
-        """Per-sample `(batch,)` losses at the given temperature."""
+    def contrast(self, y_true, y_pred, temperature, **overrides):
+        """Per-sample `(batch,)` losses at the given temperature (and the
+        given `call_overrides`; None keeps the configured value)."""
+        unknown = sorted(set(overrides) - set(self.call_overrides))
+        if unknown:
+            raise TypeError(
+                f"{type(self).__name__} takes no call argument {unknown}"
+                + (f"; it takes {list(self.call_overrides)}." if self.call_overrides else "."))
+        options = dict(self._fn_kwargs)
+        options.update({k: v for k, v in overrides.items() if v is not None})
         return self.fn(
             y_true,
             y_pred,
             temperature=temperature,
             gather=self.gather,
             normalize=self.normalize,
-            **self._fn_kwargs,
+            **options,
         )
 
     def get_config(self):

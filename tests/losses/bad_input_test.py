@@ -11,9 +11,10 @@ from tests import test_case
 from tests.losses import reference
 
 LOSS_CLASSES = [losses.InfoNCE, losses.NTXent, losses.DCL, losses.DCLW, losses.CLIPLoss,
-                losses.MoCoV3Loss]
-FUNCTIONS = [losses.info_nce, losses.dcl, losses.dclw, losses.clip_loss, losses.mocov3_loss]
-LABELLED = [losses.InfoNCE, losses.DCL, losses.CLIPLoss]
+                losses.SigLIPLoss, losses.MoCoV3Loss]
+FUNCTIONS = [losses.info_nce, losses.dcl, losses.dclw, losses.clip_loss, losses.siglip_loss,
+             losses.mocov3_loss]
+LABELLED = [losses.InfoNCE, losses.DCL, losses.CLIPLoss, losses.SigLIPLoss]
 
 
 def views_of(loss):

@@ -57,6 +57,11 @@ CASES = [
         lambda y: reference.clip(y, 0.07),
     ),
     LossCase(
+        "siglip",
+        lambda: losses.SigLIPLoss(0.2, bias=-2.0),
+        lambda y: reference.siglip(y, 0.2, -2.0),
+    ),
+    LossCase(
         "mocov3",
         lambda: losses.MoCoV3Loss(0.2),
         lambda y: reference.mocov3(y, 0.2),
@@ -65,7 +70,8 @@ CASES = [
 ]
 
 # One loss per family runs its multi-replica cases in `make test`; the rest
-# are `slow` (the loss values themselves are checked for every case).
+# are `slow` (the loss values themselves are checked for every case; SigLIP's
+# replica cases, with pair ids and uneven batches, are in siglip_test.py).
 FAST = ("infonce_all", "dclw_all", "clip", "mocov3")
 
 

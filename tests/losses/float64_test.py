@@ -14,7 +14,7 @@ from tests.losses import reference
 from tests.losses.cases import CASES
 
 FLOAT64_RTOL = 1e-11
-LABELLED = [case for case in CASES if case.name.startswith(("infonce", "dcl_", "clip"))]
+LABELLED = [case for case in CASES if case.name.startswith(("infonce", "dcl_", "clip", "siglip"))]
 
 
 @pytest.fixture
@@ -84,6 +84,8 @@ def test_float64_with_class_ids(case, tile_size):
     config = loss.get_config()
     if isinstance(loss, losses.CLIPLoss):
         expected = reference.clip(y, config["temperature"], labels=labels)
+    elif isinstance(loss, losses.SigLIPLoss):
+        expected = reference.siglip(y, config["temperature"], config["bias"], labels=labels)
     else:
         kind = "dcl" if isinstance(loss, losses.DCL) else "infonce"
         expected = reference.two_view(y, config["temperature"], config["negatives"], kind,

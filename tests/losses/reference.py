@@ -76,6 +76,21 @@ def clip(y, temperature=0.07, labels=None):
     return losses
 
 
+def siglip(y, temperature=0.1, bias=-10.0, labels=None):
+    """Σ_j -log σ(z_ij (<a_i, b_j>/τ + b)) per sample i, z = +1 for a pair."""
+    z = normalize(np.asarray(y, dtype=np.float64))
+    a, b = z[:, 0], z[:, 1]
+    n = len(z)
+    ids = np.arange(n) if labels is None else np.asarray(labels)
+    losses = np.zeros(n)
+    for i in range(n):
+        for j in range(n):
+            logit = a[i] @ b[j] / temperature + bias
+            sign = 1.0 if ids[i] == ids[j] else -1.0
+            losses[i] += np.logaddexp(0.0, -sign * logit)  # -log σ(sign·logit)
+    return losses
+
+
 def mocov3(y, temperature=0.2):
     """ctr(q1, k2) + ctr(q2, k1), ctr = CE(q·kᵀ/τ, own row) · 2τ."""
     z = normalize(np.asarray(y, dtype=np.float64))

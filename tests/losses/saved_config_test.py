@@ -64,7 +64,7 @@ def test_saved_config_loads_to_the_same_loss(saved):
 
 
 @pytest.mark.parametrize("make", [losses.InfoNCE, losses.NTXent, losses.DCL, losses.DCLW,
-                                  losses.CLIPLoss, losses.MoCoV3Loss])
+                                  losses.CLIPLoss, losses.SigLIPLoss, losses.MoCoV3Loss])
 def test_every_loss_documents_the_shared_arguments(make):
     doc = make.__doc__ if make is not losses.NTXent else losses.InfoNCE.__doc__
     assert "{shared_args}" not in doc
@@ -73,14 +73,14 @@ def test_every_loss_documents_the_shared_arguments(make):
 
 
 @pytest.mark.parametrize("make", [losses.InfoNCE, losses.DCL, losses.DCLW, losses.CLIPLoss,
-                                  losses.MoCoV3Loss])
+                                  losses.SigLIPLoss, losses.MoCoV3Loss])
 def test_misspelt_constructor_argument_is_a_type_error(make):
     with pytest.raises(TypeError, match="tile_sise"):
         make(tile_sise=4)
 
 
 @pytest.mark.parametrize("function", [losses.info_nce, losses.dcl, losses.dclw,
-                                      losses.clip_loss, losses.mocov3_loss])
+                                      losses.clip_loss, losses.siglip_loss, losses.mocov3_loss])
 def test_every_loss_function_documents_the_shared_options(function):
     doc = function.__doc__
     assert "{options}" not in doc
