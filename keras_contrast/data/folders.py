@@ -11,6 +11,7 @@ from keras_contrast.api_export import keras_contrast_export
 from keras_contrast.data.sources import IMAGE_EXTENSIONS
 from keras_contrast.data.sources import TEST_SPLITS
 from keras_contrast.data.sources import check_image_size as _check_image_size
+from keras_contrast.data.tfds_source import prepared_builder
 
 
 def _read_split(directory, class_names, image_size, channels):
@@ -136,16 +137,11 @@ def load_tfds(name, data_dir=None, download=False, train_split="train", test_spl
     except ImportError as error:
         raise ImportError("`load_tfds` needs tensorflow-datasets: "
                           "pip install 'keras_contrast[tfds]'.") from error
-    builder = tfds.builder(name, data_dir=data_dir) if isinstance(name, str) else name
     if download:
+        builder = tfds.builder(name, data_dir=data_dir) if isinstance(name, str) else name
         builder.download_and_prepare()
-    elif isinstance(name, str) and not builder.is_prepared():
-        # (Builders passed in, such as `tfds.ImageFolder`, read their files as they are.)
-        raise ValueError(
-            f"The TFDS dataset {builder.name!r} is not prepared in {builder.data_dir!r} and "
-            "`download=False`; prepare it there with internet access "
-            "(`load_tfds(name, download=True)`), or pass `data_dir`."
-        )
+    else:
+        builder = prepared_builder(name, data_dir)
     splits = []
     for split in (train_split, test_split):
         if split not in builder.info.splits:

@@ -430,6 +430,27 @@ _FEATURE_KINDS = {"image": ("bytes_list", "bytes, the encoded image"),
 
 
 @keras_contrast_export("keras_contrast.data.TFRecordSource")
+def _shard_counts(files):
+    """The `write_tfrecords` index of each shard prefix (None where a set has
+    none) and every file's record count: from its index when it lists the
+    file, else counted by reading it."""
+    indexes, counts = {}, []
+    for path in files:
+        match = _SHARD_NAME.match(path)
+        index = None
+        if match:
+            prefix = match.group("prefix")
+            if prefix not in indexes:
+                indexes[prefix] = _load_index(index_path(prefix))
+            index = indexes[prefix]
+        name = os.path.basename(path)
+        if index is not None and name in index["files"]:
+            counts.append(int(index["counts"][index["files"].index(name)]))
+        else:
+            counts.append(_count_records(path))
+    return indexes, counts
+
+
 class TFRecordSource(ImageSource):
     """TFRecord shards of `tf.train.Example`, streamed and decoded in `tf.data`.
 
@@ -504,20 +525,7 @@ class TFRecordSource(ImageSource):
         if not files:
             raise ValueError(f"`pattern` {pattern!r} matches no TFRecord files.")
         self.files = tuple(files)
-        indexes, counts = {}, []
-        for path in files:
-            match = _SHARD_NAME.match(path)
-            index = None
-            if match:
-                prefix = match.group("prefix")
-                if prefix not in indexes:
-                    indexes[prefix] = _load_index(index_path(prefix))
-                index = indexes[prefix]
-            name = os.path.basename(path)
-            if index is not None and name in index["files"]:
-                counts.append(int(index["counts"][index["files"].index(name)]))
-            else:
-                counts.append(_count_records(path))
+        indexes, counts = _shard_counts(files)
         self.counts = tuple(counts)
         self.num_examples = int(sum(counts))
         if self.num_examples == 0:
