@@ -429,7 +429,6 @@ _FEATURE_KINDS = {"image": ("bytes_list", "bytes, the encoded image"),
                   "id": ("int64_list", "int64, the stable id")}
 
 
-@keras_contrast_export("keras_contrast.data.TFRecordSource")
 def _shard_counts(files):
     """The `write_tfrecords` index of each shard prefix (None where a set has
     none) and every file's record count: from its index when it lists the
@@ -451,6 +450,7 @@ def _shard_counts(files):
     return indexes, counts
 
 
+@keras_contrast_export("keras_contrast.data.TFRecordSource")
 class TFRecordSource(ImageSource):
     """TFRecord shards of `tf.train.Example`, streamed and decoded in `tf.data`.
 
