@@ -14,6 +14,7 @@ EXPERIMENTS = (
                          "projection"),
     ("precise_bn", "docs/design.md §4: stale BN statistics and Precise BN"),
     ("dual_encoder_wordnet", "CLIP-style dual encoder: temperature and replicas"),
+    ("siglip_vs_clip", "SigLIP paper: sigmoid vs softmax loss across batch sizes"),
 )
 
 INTRO = """# Experiments: the source articles' claims on real data

@@ -97,24 +97,44 @@ def export_encoder(model_or_encoder, path, normalize=True, input_signature=None)
 
 @keras_contrast_export("keras_contrast.export.export_dual_encoder")
 def export_dual_encoder(model, path, input_signature_a=None, input_signature_b=None):
-    """Writes a SavedModel of a `DualEncoder` with two signatures,
-    `encode_a` and `encode_b` (L2-normalised embeddings of each tower).
+    """Writes a SavedModel of a `DualEncoder`: the L2-normalised embeddings
+    of each tower (`encode_a`, `encode_b`) and, when the model learns them,
+    its logit scale and bias, so served scores can be calibrated.
+
+    Endpoints:
+    - `encode_a(inputs_a)`, `encode_b(inputs_b)`: `(batch, dim)` unit rows.
+    - `logit_scale()` (no inputs), when the model learns its temperature:
+      the scalar t = 1/τ.
+    - `logit_bias()` (no inputs), when it learns SigLIP's bias b
+      (`learnable_bias=True`): the scalar b.
+    - `pair_probability(inputs_a, inputs_b)`, with a learnable bias: the
+      calibrated probability `σ(t · <a_i, b_i> + b)` `(batch,)` that row i of
+      `inputs_a` and row i of `inputs_b` are a pair, the SigLIP model's own
+      estimate. (Score a query against many candidates with the embeddings:
+      `σ(t · A Bᵀ + b)`.) A model that learns b but not τ takes t from its
+      compiled `SigLIPLoss`.
 
     Args:
         model: a `DualEncoder` (or any model with `tower_a`, `tower_b`,
-            `encode_a`, `encode_b`).
+            `encode_a`, `encode_b`), also inside a `GradCache`.
         path: output directory.
         input_signature_a: list of one `tf.TensorSpec`; default from
             `tower_a`'s input.
         input_signature_b: the same for tower B.
 
+    Returns:
+        The exported dual encoder.
+
     Raises:
-        ValueError: `model` is not a dual encoder, or `path` cannot be
-            written.
+        ValueError: `model` is not a dual encoder, `path` cannot be
+            written, or the model learns b but no τ is known (it learns none
+            and has no compiled loss with a temperature).
 
     Example:
     >>> export_dual_encoder(dual, "/tmp/dual")
-    >>> tf.saved_model.load("/tmp/dual").encode_a(queries)
+    >>> served = tf.saved_model.load("/tmp/dual")
+    >>> served.encode_a(queries)
+    >>> served.pair_probability(queries, keys)  # SigLIP: σ(t·s + b)
     """
     if isinstance(model, TrainStep):
         model = model.trained_model()  # the model a GradCache wraps
@@ -126,20 +146,55 @@ def export_dual_encoder(model, path, input_signature_a=None, input_signature_b=N
             + (f" without {', '.join(missing)}" if missing else "")
             + "; export a single encoder with `export_encoder`."
         )
+    bias = getattr(model, "logit_bias", None)
+    scale = _logit_scale(model, needed=bias is not None)
     check_writable_directory(path, "path")
+    signature_a = _signature(model.tower_a, input_signature_a, "tower_a", "input_signature_a")
+    signature_b = _signature(model.tower_b, input_signature_b, "tower_b", "input_signature_b")
     archive = keras.export.ExportArchive()
     archive.track(model)
     archive.add_endpoint(
-        "encode_a",
-        lambda inputs: model.encode_a(inputs, training=False),
-        input_signature=_signature(model.tower_a, input_signature_a, "tower_a",
-                                   "input_signature_a"),
+        "encode_a", lambda inputs: model.encode_a(inputs, training=False),
+        input_signature=signature_a,
     )
     archive.add_endpoint(
-        "encode_b",
-        lambda inputs: model.encode_b(inputs, training=False),
-        input_signature=_signature(model.tower_b, input_signature_b, "tower_b",
-                                   "input_signature_b"),
+        "encode_b", lambda inputs: model.encode_b(inputs, training=False),
+        input_signature=signature_b,
     )
+    if getattr(model, "temperature", None) is not None:
+        archive.add_endpoint("logit_scale", scale, input_signature=[])
+    if bias is not None:
+        archive.add_endpoint("logit_bias", lambda: tf.convert_to_tensor(bias),
+                             input_signature=[])
+
+        def pair_probability(inputs_a, inputs_b):
+            a = model.encode_a(inputs_a, training=False)
+            b = model.encode_b(inputs_b, training=False)
+            similarity = tf.reduce_sum(a * b, axis=-1)
+            logits = (tf.cast(scale(), similarity.dtype) * similarity
+                      + tf.cast(bias, similarity.dtype))
+            return tf.sigmoid(logits)
+
+        archive.add_endpoint("pair_probability", pair_probability,
+                             input_signature=signature_a + signature_b)
     archive.write_out(str(path), verbose=False)
     return model
+
+
+def _logit_scale(model, needed):
+    """A function of no arguments giving the model's t = 1/τ (the loss
+    divides by τ, so does this): its learnable temperature's, else, when
+    `needed`, its compiled loss's configured τ."""
+    temperature = getattr(model, "temperature", None)
+    if temperature is not None:
+        return lambda: 1.0 / temperature()
+    if not needed:
+        return None
+    tau = getattr(getattr(model, "loss", None), "temperature", None)
+    if not isinstance(tau, (int, float)) or isinstance(tau, bool) or not tau > 0:
+        raise ValueError(
+            "`model` learns a logit bias but not its temperature, and has no compiled loss "
+            "with a temperature (e.g. SigLIPLoss(temperature=...)): compile it with the loss "
+            "it was trained with before exporting, so `pair_probability` knows t = 1/τ."
+        )
+    return lambda: tf.constant(1.0 / tau, tf.float32)

@@ -108,3 +108,65 @@ def test_export_encoder_rejects_dual_encoders_and_bad_arguments(tmp_path):
     with pytest.raises(ValueError, match="`input_signature` must be a list of one tf.TensorSpec"):
         export_encoder(tiny_backbone(), tmp_path / "e", input_signature=[(None, 8, 8, 1)])
     assert not os.path.exists(tmp_path / "e")
+
+
+def siglip_dual(learnable_temperature=True):
+    towers = [keras.Sequential([keras.Input((n,)), keras.layers.Dense(4, "tanh")]) for n in (5, 3)]
+    model = DualEncoder(*towers, projection_dim=6, temperature=0.25, bias=-1.0,
+                        learnable_temperature=learnable_temperature, learnable_bias=True)
+    model.build(((None, 5), (None, 3)))
+    return model
+
+
+@pytest.mark.parametrize("wrap", [False, True], ids=["model", "grad_cache"])
+def test_siglip_dual_encoder_exports_its_calibrated_pair_probability(wrap, tmp_path):
+    from keras_contrast.losses import SigLIPLoss
+
+    model = siglip_dual()
+    model.temperature.log_scale.assign(1.7)
+    model.logit_bias.assign(-0.75)
+    trainer = GradCache(model, num_chunks=2) if wrap else model
+    trainer.compile(optimizer="sgd", loss=SigLIPLoss())
+    export_dual_encoder(trainer, tmp_path / "siglip")
+    loaded = tf.saved_model.load(str(tmp_path / "siglip"))
+    rng = np.random.default_rng(3)
+    a, b = rng.normal(size=(5, 5)).astype("float32"), rng.normal(size=(5, 3)).astype("float32")
+    # NumPy float64 from the Keras model's embeddings and weights.
+    za, zb = (np.asarray(z, np.float64) for z in (model.encode_a(a), model.encode_b(b)))
+    t, bias = np.exp(1.7), -0.75
+    expected = 1.0 / (1.0 + np.exp(-(t * np.sum(za * zb, axis=1) + bias)))
+    test_case.assert_all_close(loaded.logit_scale().numpy(), np.exp(np.float32(1.7)))
+    assert loaded.logit_bias().numpy() == np.float32(-0.75)
+    probability = loaded.pair_probability(tf.constant(a), tf.constant(b)).numpy()
+    assert probability.shape == (5,) and 0.01 < probability.min() < probability.max() < 0.99
+    test_case.assert_all_close(probability, expected)
+    test_case.assert_all_close(loaded.encode_a(tf.constant(a)).numpy(), za)
+
+
+def test_a_bias_without_a_learnable_temperature_takes_t_from_the_compiled_loss(tmp_path):
+    from keras_contrast.losses import SigLIPLoss
+
+    model = siglip_dual(learnable_temperature=False)
+    with pytest.raises(ValueError, match="learns a logit bias but not its temperature"):
+        export_dual_encoder(model, tmp_path / "uncompiled")
+    assert not os.path.exists(tmp_path / "uncompiled")
+    model.compile(optimizer="sgd", loss=SigLIPLoss(temperature=0.5))
+    export_dual_encoder(model, tmp_path / "siglip")
+    loaded = tf.saved_model.load(str(tmp_path / "siglip"))
+    assert not hasattr(loaded, "logit_scale")  # the model does not learn t
+    rng = np.random.default_rng(4)
+    a, b = rng.normal(size=(3, 5)).astype("float32"), rng.normal(size=(3, 3)).astype("float32")
+    za, zb = (np.asarray(z, np.float64) for z in (model.encode_a(a), model.encode_b(b)))
+    expected = 1.0 / (1.0 + np.exp(-(2.0 * np.sum(za * zb, axis=1) - 1.0)))
+    test_case.assert_all_close(loaded.pair_probability(tf.constant(a), tf.constant(b)).numpy(),
+                               expected)
+
+
+def test_clip_dual_encoder_exports_its_logit_scale_only(tmp_path):
+    towers = [keras.Sequential([keras.Input((n,)), keras.layers.Dense(4)]) for n in (5, 3)]
+    model = DualEncoder(*towers, projection_dim=6, temperature=0.07)
+    model.build(((None, 5), (None, 3)))
+    export_dual_encoder(model, tmp_path / "clip")
+    loaded = tf.saved_model.load(str(tmp_path / "clip"))
+    test_case.assert_all_close(loaded.logit_scale().numpy(), 1.0 / 0.07)
+    assert not hasattr(loaded, "logit_bias") and not hasattr(loaded, "pair_probability")

@@ -13,6 +13,7 @@ import tensorflow as tf
 from keras_contrast import data
 from keras_contrast import export
 from keras_contrast import models
+from keras_contrast.cli import _registry as registry
 from keras_contrast.cli._datasets import wordnet_split
 from keras_contrast.cli._errors import UsageError
 from keras_contrast.cli._factories import make_loss
@@ -30,9 +31,16 @@ def train_dual(args):
     Args:
         args: the parsed `train` arguments.
 
+    `--loss siglip` trains `siglip_dual_encoder_small` (learnable τ from
+    0.1 and bias from -10) unless `--preset` names another preset, which
+    is then an error (`registry.check_preset_fits_loss`).
+
     Returns:
         0.
     """
+    problem = registry.check_preset_fits_loss(args.model, args.loss, args.preset)
+    if problem:
+        raise UsageError(problem)
     train_pairs, held_out = wordnet_split(args.train_size, args.seed)
     batches = data.batches_without_repeated_words(train_pairs, args.batch_size, seed=args.seed)
     if not batches:

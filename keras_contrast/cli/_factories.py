@@ -116,5 +116,10 @@ def preset_overrides(args, image_shape, total_steps):
 
 
 def make_loss(args):
-    """The `--loss` at `--temperature`."""
+    """The `--loss` at `--temperature` (every loss class's first argument).
+
+    A model that learns its temperature (the dual encoders' presets) feeds
+    its own τ to the loss in training, so `--temperature` does not reach
+    it; `--loss siglip` keeps SigLIPLoss's bias (-10) unless the model
+    learns one (`siglip_dual_encoder_small` does)."""
     return registry.loss_class(args.loss)(args.temperature)

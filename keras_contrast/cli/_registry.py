@@ -1,7 +1,8 @@
 """The command's one registry of models, losses and presets.
 
 `train --model NAME` builds `MODELS[NAME]`: which `--loss` it takes, its
-default loss and preset, the `keras_contrast.models` class its presets must
+default loss and preset (per loss where a loss needs its own, e.g. SigLIP's
+learnable bias), the `keras_contrast.models` class its presets must
 build, the options of the command line it accepts. Presets themselves are
 `keras_contrast.models.presets.PRESETS`; a model's presets are those that
 build its class.
@@ -17,7 +18,7 @@ from keras_contrast.models.presets import PRESETS
 # --loss NAME: the keras_contrast.losses class it builds (its first argument
 # is the temperature).
 LOSSES = {"infonce": "InfoNCE", "dcl": "DCL", "dclw": "DCLW", "clip": "CLIPLoss",
-          "mocov3": "MoCoV3Loss"}
+          "mocov3": "MoCoV3Loss", "siglip": "SigLIPLoss"}
 LOSS_NAMES = tuple(LOSSES)
 
 
@@ -38,6 +39,10 @@ class ModelSpec:
             trains on; `None`: the image datasets.
         requirements: modules `train` needs beyond the library (what for is in
             `REQUIREMENTS`).
+        loss_presets: `{loss: preset}`, the preset a `--loss` trains in place
+            of `default_preset` (`--model dual --loss siglip`: the preset
+            with SigLIP's learnable bias). A preset named here trains only
+            with its loss, and that loss only with a preset named here.
     """
 
     model_class: str
@@ -48,6 +53,7 @@ class ModelSpec:
     options: tuple = ()
     dataset: str = None
     requirements: tuple = ("matplotlib", "tensorboard")
+    loss_presets: dict = dataclasses.field(default_factory=dict)
 
 
 MODELS = {
@@ -58,8 +64,11 @@ MODELS = {
     "mocov3": ModelSpec("MoCoV3", ("mocov3",), "mocov3", "mocov3_vit_tiny", "vit",
                         options=("momentum",)),
     # No TensorBoard callback: its training loop logs only the CSV.
-    "dual": ModelSpec("DualEncoder", ("clip",), "clip", "dual_encoder_small", "text",
-                      dataset="wordnet", requirements=("matplotlib",)),
+    # --loss siglip: the dual encoder with SigLIP's learnable bias and
+    # initialisation (τ = 0.1, b = -10).
+    "dual": ModelSpec("DualEncoder", ("clip", "siglip"), "clip", "dual_encoder_small", "text",
+                      dataset="wordnet", requirements=("matplotlib",),
+                      loss_presets={"siglip": "siglip_dual_encoder_small"}),
 }
 # What `train` imports beyond the library: the `cli` extra of setup.cfg.
 REQUIREMENTS = {"matplotlib": "the plots", "tensorboard": "the TensorBoard logs"}
@@ -81,6 +90,30 @@ def model_class(model):
 def loss_class(loss):
     """The `keras_contrast.losses` class `--loss loss` builds."""
     return getattr(kc_losses, LOSSES[loss])
+
+
+def preset_for(model, loss, preset):
+    """The preset `train --model model --loss loss` trains: `preset`, except
+    that the model's `default_preset` (what `--preset` defaults to) gives
+    way to the loss's own preset (`loss_presets`)."""
+    spec = MODELS[model]
+    if preset == spec.default_preset and loss in spec.loss_presets:
+        return spec.loss_presets[loss]
+    return preset
+
+
+def check_preset_fits_loss(model, loss, preset):
+    """A message saying why `preset` cannot train with `loss` under `--model
+    model` (a preset of `loss_presets` needs its loss and the reverse), or
+    None when it can."""
+    loss_presets = MODELS[model].loss_presets
+    if loss in loss_presets and preset != loss_presets[loss]:
+        return (f"--loss {loss} trains --preset {loss_presets[loss]} (the default with "
+                f"--loss {loss}), not {preset}")
+    owner = next((name for name, other in loss_presets.items() if other == preset), None)
+    if owner is not None and owner != loss:
+        return f"--preset {preset} trains with --loss {owner}, not {loss}"
+    return None
 
 
 def presets_of(model):

@@ -51,7 +51,9 @@ def _check_model(args):
     if args.model not in registry.MODELS:
         raise UsageError(f"unknown --model {args.model!r}; choose one of {list(registry.MODELS)}")
     spec = registry.MODELS[args.model]
-    args.preset = args.preset or spec.default_preset
+    # A loss with a preset of its own (--model dual --loss siglip) defaults to it.
+    args.preset = args.preset or registry.preset_for(
+        args.model, args.loss or spec.default_loss, spec.default_preset)
     if args.preset not in PRESETS:
         raise UsageError(f"unknown --preset {args.preset!r}; choose one of {sorted(PRESETS)}")
     owner = next((name for name, other in registry.MODELS.items()

@@ -26,10 +26,14 @@ from keras_contrast.losses.global_batch import prepare_embeddings
 _NAME = "SigLIPLoss"
 
 
-def _pair_signs(row_ids, column_ids, dtype):
-    """z_ij = +1 where row i and column j are a pair (equal ids), else -1."""
-    same = tf.equal(row_ids[:, None], column_ids[None, :])
-    return tf.where(same, tf.constant(1.0, dtype), tf.constant(-1.0, dtype))
+def _pair_mask(row_ids, column_ids):
+    """bool `(b, M)`: row i and column j are a pair (equal ids), z_ij = +1."""
+    return tf.equal(row_ids[:, None], column_ids[None, :])
+
+
+def _signed(pairs, logits):
+    """`z_ij ℓ_ij`, selected from the pair mask (no float sign matrix)."""
+    return tf.where(pairs, logits, -logits)
 
 
 @keras_contrast_export("keras_contrast.losses.tiled_sigmoid_pair_sum")
@@ -68,12 +72,12 @@ def tiled_sigmoid_pair_sum(anchors, candidates, temperature, bias, row_ids, colu
             size = tf.minimum(tile_size, num_columns - start)
             columns = c[start:start + size]
             logits = tf.matmul(a, columns, transpose_b=True) / tau + b
-            signs = _pair_signs(row_ids, column_ids[start:start + size], dtype)
-            return columns, logits, signs
+            pairs = _pair_mask(row_ids, column_ids[start:start + size])
+            return columns, logits, pairs
 
         def forward(j, total):
-            _, logits, signs = tile(j)
-            return j + 1, total + tf.reduce_sum(tf.nn.softplus(-signs * logits), axis=1)
+            _, logits, pairs = tile(j)
+            return j + 1, total + tf.reduce_sum(tf.nn.softplus(-_signed(pairs, logits)), axis=1)
 
         _, result = tf.while_loop(
             lambda j, _: j < num_tiles, forward,
@@ -81,8 +85,9 @@ def tiled_sigmoid_pair_sum(anchors, candidates, temperature, bias, row_ids, colu
 
         def gradient(upstream):
             def backward(j, grad_a, grad_tau, grad_b, grad_c):
-                columns, logits, signs = tile(j)
-                weighted = upstream[:, None] * (-signs * tf.sigmoid(-signs * logits))
+                columns, logits, pairs = tile(j)
+                # d_ij = -z_ij σ(-z_ij ℓ_ij), times g_i.
+                weighted = upstream[:, None] * -_signed(pairs, tf.sigmoid(-_signed(pairs, logits)))
                 grad_a += tf.matmul(weighted, columns) / tau
                 grad_tau -= tf.reduce_sum(weighted * (logits - b)) / tau
                 grad_b += tf.reduce_sum(weighted)
@@ -146,8 +151,8 @@ def siglip_loss(y_true, y_pred, temperature=0.1, bias=-10.0, gather=True, normal
         return tiled_sigmoid_pair_sum(anchors, candidates, tau, b, row_ids, column_ids,
                                       tile_size)
     logits = tf.matmul(anchors, candidates, transpose_b=True) / tau + b
-    signs = _pair_signs(row_ids, column_ids, dtype)
-    return tf.reduce_sum(tf.nn.softplus(-signs * logits), axis=1)
+    return tf.reduce_sum(tf.nn.softplus(-_signed(_pair_mask(row_ids, column_ids), logits)),
+                         axis=1)
 
 
 @keras_contrast_export("keras_contrast.losses.SigLIPLoss")

@@ -78,6 +78,14 @@ PRESETS = {
         model=DualEncoder,
         model_args=dict(projection_dim=128, learnable_temperature=True),
     ),
+    "siglip_dual_encoder_small": dict(
+        description="The dual_encoder_small towers for the sigmoid loss (SigLIP): projection "
+                    "128, learnable temperature from 0.1 (logit scale 10) and learnable "
+                    "logit bias from -10; compile with keras_contrast.losses.SigLIPLoss.",
+        model=DualEncoder,
+        model_args=dict(projection_dim=128, learnable_temperature=True, temperature=0.1,
+                        learnable_bias=True, bias=-10.0),
+    ),
 }
 
 
@@ -107,8 +115,9 @@ def from_preset(name, **overrides):
     Overrides go to the backbone when they are backbone arguments (`norm`,
     `input_shape`, `width`, `image_size`, `patch_size`, `depth`, ...) and
     to the model otherwise (`projection_dims`, `momentum`, `total_steps`,
-    ...). For `dual_encoder_small`, `vocabulary_size`, `sequence_length`
-    and `width` shape the text towers.
+    ...). For the dual encoders (`dual_encoder_small`,
+    `siglip_dual_encoder_small`), `vocabulary_size`, `sequence_length` and
+    `width` shape the text towers.
 
     Args:
         name: a key of `list_presets()`.

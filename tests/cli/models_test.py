@@ -70,9 +70,65 @@ def test_dual_encoder_on_wordnet_under_two_replicas(tmp_path, capsys):
         assert scores["recall_at_5"] == pytest.approx(results["recall_at_5"])
 
 
-# slow: ~140 s; two-worker exactness is also tested, without the command
-# line, by tests/distribute/multi_worker_test.py in `make test`.
+# slow: ~25-45 s, nearly all fixed cost of a child process (imports ~14 s,
+# WordNet, the preset's 2 x 32768-token towers saved as a 200 MB .keras
+# file and a SavedModel); the registry, preset and model tests cover the
+# parts in `make test`.
 @pytest.mark.slow
+@pytest.mark.skipif(not os.path.exists("/usr/share/wordnet/data.noun"),
+                    reason="Debian's wordnet-base is not installed")
+def test_dual_encoder_with_the_sigmoid_loss_on_wordnet(tmp_path):
+    """`--model dual --loss siglip` trains the SigLIP preset (learnable τ
+    from 0.1 and bias from -10; --temperature does not reach them) and
+    exports the calibrated pair probability σ(t·s + b)."""
+    import keras
+    import tensorflow as tf
+
+    from keras_contrast import losses
+
+    out = str(tmp_path / "siglip")
+    completed = run("train", "--model", "dual", "--dataset", "wordnet", "--loss", "siglip",
+                    "--epochs", "1", "--batch-size", "32", "--train-size", "320",
+                    "--temperature", "0.5", "--verbose", "0", "--out", out)
+    assert completed.returncode == 0, completed.stderr[-3000:]
+    results = json.load(open(os.path.join(out, "results.json")))
+    assert 0.0 <= results["recall_at_1"] <= results["recall_at_5"] <= 1.0
+    model = keras.models.load_model(os.path.join(out, "model.keras"))
+    assert model.learnable_bias and model.initial_bias == -10.0
+    assert model.initial_temperature == 0.1
+    assert isinstance(model.loss, losses.SigLIPLoss) and model.loss.bias == -10.0
+    bias, scale = float(model.logit_bias.numpy()), float(np.exp(model.temperature.log_scale))
+    assert bias != -10.0 and scale != pytest.approx(10.0, rel=1e-9)  # both were trained
+    loaded = tf.saved_model.load(os.path.join(out, "saved_model"))
+    assert float(loaded.logit_bias()) == bias
+    assert float(loaded.logit_scale()) == pytest.approx(scale, rel=1e-6)
+    rng = np.random.default_rng(0)
+    tokens_a, tokens_b = (rng.integers(1, 100, size=(3, 32)).astype(np.int32) for _ in "ab")
+    za, zb = (np.asarray(z, np.float64) for z in (model.encode_a(tokens_a),
+                                                 model.encode_b(tokens_b)))
+    expected = 1.0 / (1.0 + np.exp(-(scale * np.sum(za * zb, axis=1) + bias)))
+    test_case.assert_all_close(loaded.pair_probability(tokens_a, tokens_b).numpy(), expected,
+                               rtol=1e-5)
+
+
+@pytest.mark.parametrize(
+    "args,message",
+    [(["--loss", "clip", "--preset", "siglip_dual_encoder_small"],
+      "--preset siglip_dual_encoder_small trains with --loss siglip, not clip"),
+     (["--loss", "siglip", "--preset", "dual_encoder_small"],
+      "--loss siglip trains --preset siglip_dual_encoder_small")],
+)
+def test_a_preset_that_does_not_fit_the_loss_exits_2_with_one_line(args, message, tmp_path,
+                                                                    capsys):
+    out = str(tmp_path / "out")
+    assert main_in_process(["train", "--model", "dual", "--dataset", "wordnet", *args,
+                            "--out", out]) == 2
+    captured = capsys.readouterr()
+    lines = captured.err.strip().splitlines()
+    assert len(lines) == 1 and message in lines[0], captured.err
+    assert not os.path.exists(out)
+
+
 def write_digit_folder(root, train=256, test=100):
     """digits' first `train` / `test` images as gray PNGs in class folders."""
     import tensorflow as tf
@@ -87,6 +143,9 @@ def write_digit_folder(root, train=256, test=100):
                              tf.io.encode_png(x[index][..., None]))
 
 
+# slow: ~140 s each; two-worker exactness is also tested, without the command
+# line, by tests/distribute/multi_worker_test.py in `make test`.
+@pytest.mark.slow
 @pytest.mark.parametrize("streamed", [False, True], ids=["arrays", "folder"])
 def test_two_workers_on_loopback_equal_a_single_process_run(tmp_path, streamed):
     """`--strategy multiworker`: 2 worker processes on 127.0.0.1 (TF_CONFIG)

@@ -46,9 +46,34 @@ def test_each_loss_names_a_library_loss_taking_the_temperature(name):
 def test_the_lists_of_the_command_line():
     # The names the command has always taken (README "Command line").
     assert list(registry.MODELS) == ["simclr", "moco", "mocov3", "dual"]
-    assert registry.LOSS_NAMES == ("infonce", "dcl", "dclw", "clip", "mocov3")
+    assert registry.LOSS_NAMES == ("infonce", "dcl", "dclw", "clip", "mocov3", "siglip")
     assert registry.DATASETS == ("fashion_mnist", "digits", "wordnet")
     assert registry.models_taking("momentum") == ["moco", "mocov3"]
     assert registry.models_taking("shuffle_bn") == ["simclr", "moco"]
     assert registry.models_taking("queue_size") == ["moco"]
     assert registry.accepts("moco", "shuffle_bn") and not registry.accepts("mocov3", "shuffle_bn")
+
+
+def test_the_sigmoid_loss_trains_the_dual_encoder_with_a_learnable_bias():
+    spec = registry.MODELS["dual"]
+    assert spec.losses == ("clip", "siglip") and spec.default_loss == "clip"
+    assert registry.loss_class("siglip") is losses.SigLIPLoss
+    # make_loss's call: the first argument is the temperature, SigLIP's bias stays -10.
+    loss = registry.loss_class("siglip")(0.3)
+    assert loss.temperature == 0.3 and loss.bias == -10.0
+    # Without --preset (the model's default) --loss siglip trains SigLIP's preset.
+    preset = registry.preset_for("dual", "siglip", spec.default_preset)
+    assert preset == "siglip_dual_encoder_small"
+    assert PRESETS[preset]["model_args"]["learnable_bias"] is True
+    assert PRESETS[preset]["model_args"]["temperature"] == 0.1
+    assert PRESETS[preset]["model_args"]["bias"] == -10.0
+    assert registry.preset_for("dual", "clip", spec.default_preset) == spec.default_preset
+    assert registry.check_preset_fits_loss("dual", "siglip", preset) is None
+    assert registry.check_preset_fits_loss("dual", "clip", spec.default_preset) is None
+    assert "--loss siglip" in registry.check_preset_fits_loss("dual", "clip", preset)
+    assert "--loss siglip trains --preset siglip_dual_encoder_small" in (
+        registry.check_preset_fits_loss("dual", "siglip", spec.default_preset))
+    # Every preset a loss trains is one of the model's presets.
+    for name, model in registry.MODELS.items():
+        for loss_name, preset_name in model.loss_presets.items():
+            assert loss_name in model.losses and preset_name in registry.presets_of(name)

@@ -87,3 +87,17 @@ def test_moco_presets_follow_moco_v2():
     assert preset["backbone_args"]["depth"] == 50
     assert preset["model_args"] == dict(projection_dims=(2048, 128), queue_size=65536,
                                         momentum=0.999)
+
+
+def test_siglip_preset_has_siglips_initialisation():
+    # SigLIP (Zhai et al., 2023): t' = log 10 (τ = 0.1), b = -10, both learned.
+    model = from_preset("siglip_dual_encoder_small", vocabulary_size=50, sequence_length=6,
+                        width=8)
+    tokens = np.ones((3, 6), "int32")
+    assert model((tokens, tokens)).shape == (3, 2, 128)
+    assert model.learnable_bias and model.logit_bias.numpy() == -10.0
+    np.testing.assert_allclose(model.temperature.log_scale.numpy(), np.log(10.0), rtol=1e-7)
+    assert {v.path for v in model.logit_weights} <= {v.path for v in model.trainable_variables}
+    # The CLIP preset has no bias.
+    assert from_preset("dual_encoder_small", vocabulary_size=50, sequence_length=6,
+                       width=8).logit_bias is None

@@ -1,6 +1,7 @@
 """GradCache: the chunked step equals the native big-batch step (gradients,
 weights, logged loss), on 1 and 2 replicas, with dropout, BatchNorm, a
-learnable temperature and an i.i.d. loss; errors; serialization."""
+learnable temperature (CLIP; SigLIP's with its learnable bias) and an
+i.i.d. loss; errors; serialization."""
 
 import functools
 
@@ -11,6 +12,7 @@ import tensorflow as tf
 
 from keras_contrast import layers
 from keras_contrast import losses
+from keras_contrast import models
 from keras_contrast.training import GradCache
 from tests import test_case
 
@@ -162,6 +164,51 @@ def test_learnable_temperature_gets_its_exact_gradient(num_replicas):
         native.temperature.log_scale.path
     )
     assert abs(expected[temperature_index]) > 1e-3
+    assert_gradients_close(cached.optimizer.gradients(), expected)
+    test_case.assert_all_close(cached_loss, native_loss)
+
+
+def siglip_dual_encoder():
+    """A DualEncoder with SigLIP's learnable temperature and bias (bias -3:
+    logits around 0, so every gradient is far from 0)."""
+    init = keras.initializers.GlorotUniform
+    tower_a = keras.Sequential([keras.Input((5,)),
+                                keras.layers.Dense(6, "tanh", kernel_initializer=init(0))])
+    tower_b = keras.Sequential([keras.Input((3,)),
+                                keras.layers.Dense(4, "tanh", kernel_initializer=init(1))])
+    model = models.DualEncoder(tower_a, tower_b, projection_dim=4, temperature=0.1,
+                               learnable_bias=True, bias=-3.0)
+    model.build(((None, 5), (None, 3)))
+    return model
+
+
+@pytest.mark.parametrize("num_replicas", [1, 2])
+def test_siglip_temperature_and_bias_get_their_exact_gradients(num_replicas):
+    """GradCache(DualEncoder + SigLIPLoss) == the native step: loss and the
+    gradients of every weight, τ's log scale and b included, at the float32
+    tolerance of docs/design.md §1 (rtol 1e-5)."""
+    rng = np.random.default_rng(5)
+    x = (rng.normal(size=(16, 5)).astype("float32"), rng.normal(size=(16, 3)).astype("float32"))
+    weights = siglip_dual_encoder().get_weights()
+
+    def make_model():
+        model = siglip_dual_encoder()
+        model.set_weights(weights)
+        return model
+
+    native = make_model()
+    native.compile(optimizer=GradientRecorder(), loss=losses.SigLIPLoss())
+    # One step on the whole batch (x is a pair: the helpers' len(x) is not the batch).
+    native_loss = native.fit(x, batch_size=16, shuffle=False, verbose=0).history["loss"]
+    with test_case.strategy(num_replicas).scope():
+        cached = GradCache(make_model(), num_chunks=2)
+        cached.compile(optimizer=GradientRecorder(), loss=losses.SigLIPLoss())
+    cached_loss = cached.fit(x, batch_size=16, shuffle=False, verbose=0).history["loss"]
+    expected = native.optimizer.gradients()
+    paths = [v.path for v in native.trainable_variables]
+    for variable in (native.logit_bias, native.temperature.log_scale):
+        assert abs(expected[paths.index(variable.path)]) > 1e-3
+    assert len(expected) == 8  # 2 towers x 2, 2 projections, log scale, bias
     assert_gradients_close(cached.optimizer.gradients(), expected)
     test_case.assert_all_close(cached_loss, native_loss)
 
