@@ -19,6 +19,9 @@ from tests.cli.processes import run
 from tests.cli.processes import run_on_terminal
 
 
+# slow: ~90 s idle; GradCache under replicas is tested in tests/training, the
+# --chunk-size and --replicas arguments in tests/cli/arguments_test.py.
+@pytest.mark.slow
 def test_replicas_with_gradient_cache_and_a_progress_bar_on_a_terminal(tmp_path):
     out = str(tmp_path / "cached")
     # 2 steps (the assertions do not depend on the size), stdout a terminal
@@ -182,6 +185,9 @@ def test_two_workers_on_loopback_equal_a_single_process_run(tmp_path, streamed):
     assert history[0] == history[1]
 
 
+# slow: ~70 s idle; MoCo's training is tested in tests/models/moco_test.py, the
+# command's train/evaluate/export by tests/cli/train_test.py.
+@pytest.mark.slow
 def test_moco_trains_evaluates_and_exports(tmp_path, capsys):
     out = str(tmp_path / "moco")
     completed = run("train", "--model", "moco", *SMALL, "--epochs", "1", "--train-size", "128",

@@ -66,6 +66,9 @@ def test_tfrecord_dataset_opens_both_splits_with_their_labels(tmp_path):
     np.testing.assert_array_equal(labels, yt)
 
 
+# slow: ~120 s idle; TFRecordSource is tested in tests/data/tfrecords_test.py and the
+# streaming command by test_train_on_a_folder_of_class_folders.
+@pytest.mark.slow
 def test_train_and_evaluate_on_tfrecord_shards(tmp_path, capsys):
     name, (x, _), (xt, _) = write_digit_shards(str(tmp_path / "records"))
     out = str(tmp_path / "out")

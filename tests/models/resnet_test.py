@@ -122,6 +122,9 @@ def test_keras_file_round_trip():
     test_case.assert_all_close(restored(x, training=False), model(x, training=False))
 
 
+# slow: ~40 s idle; sync BN under replicas is tested in
+# tests/layers/synchronized_batch_norm_test.py.
+@pytest.mark.slow
 def test_sync_norm_fits_under_two_replicas():
     with test_case.strategy(2).scope():
         backbone = ResNetBackbone(18, stem="cifar", norm="sync", width=4, input_shape=(8, 8, 3))
