@@ -312,9 +312,9 @@ def main(argv=None):
         "source_sha256": hashes,
         "load_average_start": load_at_start,
         "load_average_end": os.getloadavg(),
-        "note": "The machine's 2 cores were shared with other jobs when this ran: absolute "
-                "times are inflated by the load (recorded per configuration); the ratios "
-                "compare back-to-back runs.",
+        "note": "The load average is recorded per configuration (the benchmark's own "
+                "process adds about 1 to it on 2 cores); above ~2.5 other jobs shared the "
+                "machine and inflate absolute times. The ratios compare back-to-back runs.",
         "total_seconds": round(time.perf_counter() - started, 1),
         "previous_runs": previous_runs,
         "summary": rows,

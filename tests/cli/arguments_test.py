@@ -65,7 +65,9 @@ def test_bad_arguments_exit_2_with_one_line(args, message, tmp_path, capsys):
     assert not os.path.exists(out)
 
 
-@pytest.mark.parametrize("console_script", [False, True], ids=["python_m", "console_script"])
+# `python -m` (slow) runs the same `main` as the installed console script.
+@pytest.mark.parametrize("console_script", [pytest.param(False, marks=pytest.mark.slow), True],
+                         ids=["python_m", "console_script"])
 def test_the_command_exits_2_with_one_line(console_script, tmp_path):
     """The command itself: its start-up writes nothing on stderr (TensorFlow's
     C++ chatter included) and TFDS logs nothing around the one line."""

@@ -13,7 +13,9 @@ from tests.distribute import multi_worker_worker as worker
 WORKER = os.path.join(os.path.dirname(__file__), "multi_worker_worker.py")
 
 
-@pytest.mark.parametrize("sizes", [(8, 8), (5, 11)], ids=["even", "uneven"])
+# Even batches (slow): the uneven split is the harder case and runs in `make test`.
+@pytest.mark.parametrize("sizes", [pytest.param((8, 8), marks=pytest.mark.slow), (5, 11)],
+                         ids=["even", "uneven"])
 def test_two_workers_equal_one_device(tmp_path, sizes):
     results = test_case.run_local_workers(
         WORKER, tmp_path, args=[",".join(map(str, sizes))]

@@ -193,3 +193,11 @@ def test_call_time_bias_none_keeps_the_configured_bias():
 def test_other_losses_reject_a_bias():
     with pytest.raises(TypeError, match=r"CLIPLoss takes no call argument \['bias'\]"):
         losses.CLIPLoss()(None, embeddings(4), bias=-10.0)
+
+
+@pytest.mark.parametrize("tile_size", [0, -2, 1.5, True, "4"])
+def test_rejects_bad_tile_size(tile_size):
+    with pytest.raises(ValueError, match="`tile_size` must be None"):
+        losses.SigLIPLoss(tile_size=tile_size)
+    with pytest.raises(ValueError, match="`tile_size`"):
+        losses.siglip_loss(None, embeddings(4), tile_size=tile_size)

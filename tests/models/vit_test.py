@@ -53,7 +53,8 @@ def test_shapes_and_batch_norm_variant():
     assert model(x, training=True).shape == (3, 16)
 
 
-@pytest.mark.parametrize("freeze", [True, False])
+# freeze=False (slow) is the control: the trainable projection moves.
+@pytest.mark.parametrize("freeze", [True, pytest.param(False, marks=pytest.mark.slow)])
 def test_frozen_patch_projection_keeps_its_random_weights(freeze):
     backbone = ViTBackbone(freeze_patch_projection=freeze, **SMALL)
     model = keras.Sequential([backbone, keras.layers.Dense(2)])
