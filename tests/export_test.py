@@ -36,6 +36,8 @@ def test_serve_equals_encoder(normalize, wrap, tmp_path):
         test_case.assert_all_close(loaded.serve(tf.constant(x)).numpy(), expected)
 
 
+# slow: a `saved_model_cli` child process (~15 s); the signature is tested by loading.
+@pytest.mark.slow
 def test_saved_model_cli_lists_the_signature(tmp_path):
     export_encoder(tiny_backbone(), tmp_path / "saved")
     cli = os.path.join(os.path.dirname(sys.executable), "saved_model_cli")
@@ -138,7 +140,9 @@ def test_siglip_dual_encoder_exports_its_calibrated_pair_probability(wrap, tmp_p
     test_case.assert_all_close(loaded.logit_scale().numpy(), np.exp(np.float32(1.7)))
     assert loaded.logit_bias().numpy() == np.float32(-0.75)
     probability = loaded.pair_probability(tf.constant(a), tf.constant(b)).numpy()
-    assert probability.shape == (5,) and 0.01 < probability.min() < probability.max() < 0.99
+    # |s| <= 1 and t = e^1.7: every logit lies in [-6.2, 4.7], so no probability
+    # saturates (σ in [0.002, 0.991]) and the comparison below is meaningful.
+    assert probability.shape == (5,) and 1e-3 < probability.min() < probability.max() < 0.999
     test_case.assert_all_close(probability, expected)
     test_case.assert_all_close(loaded.encode_a(tf.constant(a)).numpy(), za)
 

@@ -28,6 +28,8 @@ def test_clear_error_when_devices_already_initialised():
         distribute.simulated_cpu_strategy(8)
 
 
+# slow: a child process (~15 s); the 4-device split is what every test uses.
+@pytest.mark.slow
 def test_fresh_process_can_split_into_eight():
     code = (
         "from keras_contrast import distribute;"

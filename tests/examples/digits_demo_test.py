@@ -12,6 +12,8 @@ import re
 import subprocess
 import sys
 
+import pytest
+
 REPO_ROOT = pathlib.Path(__file__).resolve().parents[2]
 DEMO = REPO_ROOT / "examples" / "digits_demo.py"
 
@@ -36,6 +38,8 @@ def run_quick_demo():
     )
 
 
+# slow: `make demo-digits`'s smoke run (~40 s); the CLI's training is tested in tests/cli.
+@pytest.mark.slow
 def test_quick_demo_trains_and_reports_knn_accuracy():
     result = run_quick_demo()
     assert result.returncode == 0, (

@@ -44,7 +44,8 @@ def build(queue_size=12, norm=True, **kwargs):
     return model
 
 
-@pytest.mark.parametrize("num_replicas,shuffle_bn", [(1, False), (2, False), (2, True)])
+@pytest.mark.parametrize("num_replicas,shuffle_bn", [
+    (1, False), pytest.param(2, False, marks=pytest.mark.slow), (2, True)])
 def test_ring_buffer_holds_the_latest_keys_in_global_order(num_replicas, shuffle_bn):
     with test_case.strategy(num_replicas).scope():
         # No BN: a key does not depend on how the batch splits over replicas

@@ -74,6 +74,8 @@ def test_ema_once_per_step_through_grad_cache():
     ema_reference(model, two_views(8, seed=2), steps=2, cached=cached)
 
 
+# slow: ~25 s; MoCoV3 under 2 replicas is tested by tests/training/loss_assembly_test.py.
+@pytest.mark.slow
 def test_fit_under_two_replicas_with_sync_heads():
     with test_case.strategy(2).scope():
         model = compiled(build(norm="sync"))

@@ -142,6 +142,8 @@ def test_keras_file_round_trip_of_converted_model():
     test_case.assert_all_close(restored(x, training=False), converted(x, training=False))
 
 
+# slow: ~20 s; conversion itself is tested on the small models above.
+@pytest.mark.slow
 def test_resnet50_conversion():
     resnet = keras.applications.ResNet50(weights=None, input_shape=(32, 32, 3), classes=10)
     trained_statistics(resnet, None)
