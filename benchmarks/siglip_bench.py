@@ -42,21 +42,19 @@ os.environ["TF_CPP_MIN_LOG_LEVEL"] = "2"
 import argparse  # noqa: E402
 import datetime  # noqa: E402
 import json  # noqa: E402
-import subprocess  # noqa: E402
-import sys  # noqa: E402
 import time  # noqa: E402
 
-from bench_common import current_rss_kib  # noqa: E402
+from bench_common import MMAP_THRESHOLD  # noqa: E402
+from bench_common import child_command  # noqa: E402
+from bench_common import describe  # noqa: E402
 from bench_common import machine_info  # noqa: E402
-from bench_common import peak_rss_kib  # noqa: E402
-from bench_common import reset_peak_rss  # noqa: E402
-from bench_common import start_watchdog  # noqa: E402
-from bench_common import timed  # noqa: E402
+from bench_common import measure_time_and_memory  # noqa: E402
+from bench_common import random_pairs  # noqa: E402
+from bench_common import run_child  # noqa: E402
 
 DEFAULT_OUTPUT = os.path.join(
     os.path.dirname(os.path.abspath(__file__)), "results", "siglip.json"
 )
-MMAP_THRESHOLD = 65536
 DIM = 128
 SIZES = (1024, 2048, 4096, 8192, 16384)
 LOSSES = ("siglip", "clip")
@@ -68,7 +66,6 @@ BIAS = -10.0
 def measure(loss_name, path, batch_size, tile_size, repeats, cap_gib):
     import math
 
-    import numpy as np
     import tensorflow as tf
 
     from keras_contrast import losses
@@ -84,9 +81,7 @@ def measure(loss_name, path, batch_size, tile_size, repeats, cap_gib):
     else:
         loss = losses.CLIPLoss(TEMPERATURE["clip"], tile_size=tiles)
         compute = lambda y: loss(None, y, temperature=tf.exp(-log_scale))  # noqa: E731
-    y = tf.constant(
-        np.random.default_rng(0).normal(size=(batch_size, 2, DIM)).astype("float32")
-    )
+    y = random_pairs(batch_size, DIM)
 
     @tf.function
     def value_and_gradients(y):
@@ -95,27 +90,14 @@ def measure(loss_name, path, batch_size, tile_size, repeats, cap_gib):
             value = compute(y)
         return value, tape.gradient(value, [y, *variables])
 
-    baseline_kib = current_rss_kib()
-    start_watchdog(f"{loss_name} {path}", batch_size, baseline_kib, cap_gib * 1024)
-    marks = {}
-
-    def after_warmup():
-        marks["peak_with_tracing_kib"] = peak_rss_kib()
-        reset_peak_rss()
-
-    median, times, warmup = timed(value_and_gradients, y, repeats, after_warmup)
-    peak_kib = max(peak_rss_kib(), marks["peak_with_tracing_kib"])
-    value, gradients = value_and_gradients(y)
+    fields, (value, gradients) = measure_time_and_memory(
+        value_and_gradients, y, repeats, f"{loss_name} {path}", batch_size, cap_gib)
     return {
         "loss": loss_name,
         "config": path,
         "N": batch_size,
         "tile_size": tiles,
-        "median_seconds": median,
-        "seconds": times,
-        "warmup_seconds": warmup,
-        "peak_rss_growth_mib": (peak_kib - baseline_kib) / 1024,
-        "step_peak_rss_growth_mib": (peak_rss_kib() - baseline_kib) / 1024,
+        **fields,
         "value": float(value),
         "gradient_norms": [float(tf.norm(g)) for g in gradients],
         "load_average_1_min": os.getloadavg()[0],
@@ -152,37 +134,18 @@ def run_spawned(loss_name, path, batch_size, args):
     cap_gib = round(cap_gib, 1)
     hashes = source_hashes()  # the code this process imports
     key = {"loss": loss_name, "config": path, "N": batch_size}
-    command = [sys.executable, os.path.abspath(__file__), "--single", loss_name, path,
-               "--sizes", str(batch_size), "--tile-size", str(args.tile_size),
-               "--repeats", str(args.repeats), "--cap-gib", str(cap_gib)]
-    env = dict(os.environ, MALLOC_MMAP_THRESHOLD_=str(MMAP_THRESHOLD))
-    try:
-        completed = subprocess.run(command, capture_output=True, text=True,
-                                   timeout=args.timeout, env=env)
-    except subprocess.TimeoutExpired:
-        return {**key, "error": f"timed out after {args.timeout:g} s",
-                "load_average_1_min": os.getloadavg()[0]}
-    json_lines = [line for line in completed.stdout.splitlines() if line.startswith("{")]
-    if not json_lines:
-        tail = completed.stderr.strip().splitlines()[-1:] or ["no output"]
-        return {**key, "error": f"exit {completed.returncode}: {tail[0]}"}
-    record = json.loads(json_lines[-1])
-    if record.get("within_budget") is False:  # the watchdog stopped it
-        record = {**key, "out_of_memory": True, "cap_gib": cap_gib,
-                  "stopped_at_growth_mib": record["stopped_at_growth_mib"],
-                  "load_average_1_min": os.getloadavg()[0]}
+    command = child_command(__file__, [loss_name, path], sizes=batch_size,
+                            tile_size=args.tile_size, repeats=args.repeats, cap_gib=cap_gib)
+    record = run_child(
+        command, key, args.timeout,
+        timed_out=lambda: {**key, "error": f"timed out after {args.timeout:g} s",
+                           "load_average_1_min": os.getloadavg()[0]},
+        stopped=lambda growth_mib: {**key, "out_of_memory": True, "cap_gib": cap_gib,
+                                    "stopped_at_growth_mib": growth_mib,
+                                    "load_average_1_min": os.getloadavg()[0]})
+    if "error" in record:  # timed out or crashed: the record has no hashes
+        return record
     return {**record, "source_sha256": hashes}
-
-
-def describe(record):
-    head = f"{record['loss']:<6} {record['config']:<5} N={record['N']:<6}"
-    if "error" in record:
-        return f"{head} FAILED: {record['error']}"
-    if record.get("out_of_memory"):
-        return (f"{head} out of memory (stopped at "
-                f"{record['stopped_at_growth_mib'] / 1024:.1f} GiB > {record['cap_gib']} GiB)")
-    return (f"{head} {record['median_seconds']:8.3f} s {record['peak_rss_growth_mib']:9.1f} MiB"
-            f"  loss {record['value']:.6f} (load {record['load_average_1_min']:.1f})")
 
 
 def failure(record):
@@ -280,7 +243,8 @@ def main(argv=None):
         for n in args.sizes:
             for name in args.losses:
                 records.append(run_spawned(name, path, n, args))
-                print(describe(records[-1]), flush=True)
+                print(describe(records[-1], f"{name:<6} {path:<5} N={n:<6}", "value", 3),
+                      flush=True)
     previous_runs = []
     if args.append and os.path.exists(args.output):
         with open(args.output) as handle:

@@ -41,21 +41,19 @@ os.environ["TF_CPP_MIN_LOG_LEVEL"] = "2"
 import argparse  # noqa: E402
 import datetime  # noqa: E402
 import json  # noqa: E402
-import subprocess  # noqa: E402
-import sys  # noqa: E402
 import time  # noqa: E402
 
-from bench_common import current_rss_kib  # noqa: E402
+from bench_common import MMAP_THRESHOLD  # noqa: E402
+from bench_common import child_command  # noqa: E402
+from bench_common import describe  # noqa: E402
 from bench_common import machine_info  # noqa: E402
-from bench_common import peak_rss_kib  # noqa: E402
-from bench_common import reset_peak_rss  # noqa: E402
-from bench_common import start_watchdog  # noqa: E402
-from bench_common import timed  # noqa: E402
+from bench_common import measure_time_and_memory  # noqa: E402
+from bench_common import random_pairs  # noqa: E402
+from bench_common import run_child  # noqa: E402
 
 DEFAULT_OUTPUT = os.path.join(
     os.path.dirname(os.path.abspath(__file__)), "results", "tiled_loss.json"
 )
-MMAP_THRESHOLD = 65536
 DIM = 128
 SIZES = (4096, 16384, 32768)
 # Extra sizes for "the largest N within 8 GiB": dense between 16k and 32k,
@@ -65,15 +63,12 @@ TILED_EXTRA = (65536,)
 
 
 def measure(path, batch_size, tile_size, repeats, cap_gib):
-    import numpy as np
     import tensorflow as tf
 
     from keras_contrast import losses
 
     loss = losses.InfoNCE(0.1, tile_size=tile_size if path == "tiled" else None)
-    y = tf.constant(
-        np.random.default_rng(0).normal(size=(batch_size, 2, DIM)).astype("float32")
-    )
+    y = random_pairs(batch_size, DIM)
 
     @tf.function
     def value_and_gradient(y):
@@ -82,63 +77,28 @@ def measure(path, batch_size, tile_size, repeats, cap_gib):
             value = loss(None, y)
         return value, tape.gradient(value, y)
 
-    baseline_kib = current_rss_kib()
-    start_watchdog(path, batch_size, baseline_kib, cap_gib * 1024)
-    marks = {}
-
-    def after_warmup():
-        marks["peak_with_tracing_kib"] = peak_rss_kib()
-        reset_peak_rss()
-
-    median, times, warmup = timed(value_and_gradient, y, repeats, after_warmup)
-    peak_kib = max(peak_rss_kib(), marks["peak_with_tracing_kib"])
-    value = float(value_and_gradient(y)[0])
+    fields, (value, _) = measure_time_and_memory(value_and_gradient, y, repeats, path,
+                                                 batch_size, cap_gib)
     return {
         "config": path,
         "N": batch_size,
         "tile_size": tile_size if path == "tiled" else None,
-        "median_seconds": median,
-        "seconds": times,
-        "warmup_seconds": warmup,
-        "peak_rss_growth_mib": (peak_kib - baseline_kib) / 1024,
-        "step_peak_rss_growth_mib": (peak_rss_kib() - baseline_kib) / 1024,
-        "loss": value,
+        **fields,
+        "loss": float(value),
         "load_average_1_min": os.getloadavg()[0],
         "versions": {"tensorflow": tf.__version__},
     }
 
 
 def run_spawned(path, batch_size, tile_size, repeats, cap_gib, timeout):
-    command = [sys.executable, os.path.abspath(__file__), "--single", path,
-               "--sizes", str(batch_size), "--tile-size", str(tile_size),
-               "--repeats", str(repeats), "--cap-gib", str(cap_gib)]
-    env = dict(os.environ, MALLOC_MMAP_THRESHOLD_=str(MMAP_THRESHOLD))
-    try:
-        completed = subprocess.run(command, capture_output=True, text=True, timeout=timeout,
-                                   env=env)
-    except subprocess.TimeoutExpired:
-        return {"config": path, "N": batch_size, "error": f"timed out after {timeout} s"}
-    json_lines = [line for line in completed.stdout.splitlines() if line.startswith("{")]
-    if not json_lines:
-        tail = completed.stderr.strip().splitlines()[-1:] or ["no output"]
-        return {"config": path, "N": batch_size,
-                "error": f"exit {completed.returncode}: {tail[0]}"}
-    record = json.loads(json_lines[-1])
-    if record.get("within_budget") is False:  # the watchdog stopped it
-        record = {"config": path, "N": batch_size, "out_of_memory": True,
-                  "stopped_at_growth_mib": record["stopped_at_growth_mib"], "cap_gib": cap_gib}
-    return record
-
-
-def describe(record):
-    if "error" in record:
-        return f"{record['config']:<6} N={record['N']:<6} FAILED: {record['error']}"
-    if record.get("out_of_memory"):
-        return (f"{record['config']:<6} N={record['N']:<6} out of memory (stopped at "
-                f"{record['stopped_at_growth_mib'] / 1024:.1f} GiB > {record['cap_gib']} GiB)")
-    return (f"{record['config']:<6} N={record['N']:<6} {record['median_seconds']:8.2f} s "
-            f"{record['peak_rss_growth_mib']:9.1f} MiB  loss {record['loss']:.6f} "
-            f"(load {record['load_average_1_min']:.1f})")
+    key = {"config": path, "N": batch_size}
+    command = child_command(__file__, [path], sizes=batch_size, tile_size=tile_size,
+                            repeats=repeats, cap_gib=cap_gib)
+    return run_child(
+        command, key, timeout,
+        timed_out=lambda: {**key, "error": f"timed out after {timeout} s"},
+        stopped=lambda growth_mib: {**key, "out_of_memory": True,
+                                    "stopped_at_growth_mib": growth_mib, "cap_gib": cap_gib})
 
 
 def summarise(records, budget_gib):
@@ -206,7 +166,7 @@ def main(argv=None):
     for path, n, repeats in plan:
         records.append(run_spawned(path, n, args.tile_size, repeats, args.cap_gib,
                                    args.timeout))
-        print(describe(records[-1]), flush=True)
+        print(describe(records[-1], f"{path:<6} N={n:<6}", "loss", 2), flush=True)
     records = previous + records
     rows, largest = summarise(records, args.budget_gib)
     results = {

@@ -107,10 +107,22 @@ class BNLeakMonitor(keras.callbacks.Callback):
                 f"the model with one or pass `loss`, got {type(loss).__name__}.")
         return model, loss
 
+    def _forward(self, model):
+        """`model(views, training=True)` as one traced function (traced for
+        the batch's and the groups' sizes): called eagerly, a ResNet's
+        hundreds of ops cost more than the rest of an epoch of a small run.
+        The frozen-statistics switch is read when the function runs."""
+        if getattr(self, "_forward_model", None) is not model:
+            self._forward_model = model
+            self._forward_function = tf.function(
+                lambda views: model(views, training=True), reduce_retracing=True)
+        return self._forward_function
+
     def leaks(self):
         """The per-split leaks `(num_splits,)` of the model being trained,
         leaving all of its variables as they were."""
         model, loss = self._model_and_loss()
+        forward = self._forward(model)
 
         def mean_loss(embeddings):
             return float(tf.reduce_mean(loss.contrast(None, embeddings, loss.temperature)))
@@ -118,11 +130,10 @@ class BNLeakMonitor(keras.callbacks.Callback):
         state = [v.numpy() for v in model.non_trainable_variables]
         try:
             with frozen_statistics():
-                whole = mean_loss(model(self.views, training=True))
+                whole = mean_loss(forward(self.views))
                 leaks = []
                 for groups in self.splits:
-                    grouped = tf.concat([model(self.views[g], training=True) for g in groups],
-                                        axis=0)
+                    grouped = tf.concat([forward(self.views[g]) for g in groups], axis=0)
                     # Back to the batch's order: the loss sums in the same order.
                     original_order = np.argsort(np.concatenate(groups))
                     leaks.append(whole - mean_loss(tf.gather(grouped, original_order)))

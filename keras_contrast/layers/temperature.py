@@ -21,7 +21,22 @@ def _check_number(name, value, positive=False):
     return float(value)
 
 
-def _constant(value):
+def exact_constant_initializer(value):
+    """An initializer that fills a weight with `value` converted straight to
+    the weight's dtype.
+
+    `keras.initializers.Constant` rounds `value` through float32 first, which
+    a float64 weight would keep (ln 10 would be off by about 3e-8); this one
+    keeps every digit the weight's dtype holds.
+
+    Args:
+        value: Python or NumPy real number.
+
+    Returns:
+        A callable `initializer(shape, dtype=None)` (float32 when `dtype` is
+        None), for `add_weight(initializer=...)`.
+    """
+
     def initializer(shape, dtype=None):
         return ops.full(shape, np.asarray(value, dtype=dtype or "float32"), dtype=dtype)
 
@@ -114,7 +129,7 @@ class LearnableTemperature(keras.layers.Layer):
             shape=(),
             # Built in the variable's dtype: keras' Constant rounds through
             # float32 first, which a float64 weight would keep.
-            initializer=_constant(math.log(1.0 / initial_temperature)),
+            initializer=exact_constant_initializer(math.log(1.0 / initial_temperature)),
             constraint=ClipValue(math.log(min_scale), math.log(max_scale)),
             dtype=self.variable_dtype,
         )

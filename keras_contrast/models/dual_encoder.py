@@ -11,7 +11,7 @@ import tensorflow as tf
 from keras_contrast.api_export import keras_contrast_export
 from keras_contrast.checks import check_positive_int
 from keras_contrast.layers.temperature import LearnableTemperature
-from keras_contrast.layers.temperature import _constant
+from keras_contrast.layers.temperature import exact_constant_initializer
 from keras_contrast.losses.contrastive_loss import ContrastiveLoss
 from keras_contrast.losses.siglip import SigLIPLoss
 from keras_contrast.training.contrastive_model import ContrastiveModel
@@ -164,7 +164,7 @@ class DualEncoder(ContrastiveModel):
                 name="logit_bias",
                 shape=(),
                 # Exact in a float64 weight (keras' Constant rounds through float32).
-                initializer=_constant(self.initial_bias),
+                initializer=exact_constant_initializer(self.initial_bias),
                 dtype=self.variable_dtype,
             )
             # Compiled before it was built: the bias now exists to exclude.
@@ -180,13 +180,16 @@ class DualEncoder(ContrastiveModel):
 
     def exclude_logit_weights_from_weight_decay(self, optimizer):
         """Keeps `optimizer`'s weight decay off `logit_weights`, adding them
-        to the variables it already excludes.
+        to the variables and names it already excludes.
 
-        `compile` (and a wrapping `GradCache`'s) calls this; call it for an
-        optimizer that trains this model some other way. Keras'
-        `optimizer.exclude_from_weight_decay(var_list=...)` would replace the
-        optimizer's list instead (e.g. the biases and norms a caller
-        excluded before).
+        `compile` (and a wrapping `GradCache`'s) calls this; call it, before
+        the optimizer is built, for an optimizer that trains this model some
+        other way. Keras' `optimizer.exclude_from_weight_decay(var_list=...,
+        var_names=...)`, which this calls, replaces the optimizer's
+        exclusions instead (e.g. the biases and norms a caller excluded
+        before); here they are passed to it again: the variables of this
+        model it excludes and its name patterns. An excluded variable
+        outside this model is not kept.
 
         Args:
             optimizer: a Keras optimizer (a `LossScaleOptimizer`'s inner
@@ -196,17 +199,20 @@ class DualEncoder(ContrastiveModel):
             optimizer = optimizer.inner_optimizer
         if not isinstance(optimizer, keras.optimizers.Optimizer) or not self.logit_weights:
             return
-        excluded = getattr(optimizer, "_exclude_from_weight_decay", None)
-        if not isinstance(excluded, set):
-            if not optimizer.built:  # nothing excluded yet: Keras' own call
-                optimizer.exclude_from_weight_decay(var_list=self.logit_weights)
-                return
-            excluded = optimizer._exclude_from_weight_decay = set()
-        # Keras keeps the excluded variables' keys in this set (read at each
-        # update, so this works on a built optimizer too) and caches its
-        # per-variable decisions: clear the cache for the additions to count.
-        excluded.update(optimizer._var_key(v) for v in self.logit_weights)
-        optimizer._exclude_from_weight_decay_cache = dict()
+        # Keras has no public reader of the exclusions: `_use_weight_decay`
+        # is its own per-variable decision (the one each update makes), and
+        # `_exclude_from_weight_decay_pattern` the compiled `var_names`. Both
+        # are only read; the exclusions are written by the public method.
+        decays = optimizer._use_weight_decay
+        if not any(decays(w) for w in self.logit_weights):
+            return  # already excluded, e.g. compiled again with this optimizer
+        logit_ids = {id(w) for w in self.logit_weights}
+        excluded = [v for v in self.variables if id(v) not in logit_ids and not decays(v)]
+        pattern = getattr(optimizer, "_exclude_from_weight_decay_pattern", None)
+        optimizer.exclude_from_weight_decay(
+            var_list=excluded + self.logit_weights,
+            var_names=None if pattern is None else [pattern.pattern],
+        )
 
     def _exclude_logit_weights(self):
         optimizer = self.training_optimizer
