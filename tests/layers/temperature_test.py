@@ -86,13 +86,13 @@ def fit_one_step(num_replicas, x, weights):
     return model
 
 
-def test_gradient_exact_across_four_replicas():
+def test_gradient_exact_across_two_replicas():
     x = np.random.default_rng(0).normal(size=(16, 2, 3)).astype("float32")
     reference_model = TemperatureModel()
     reference_model.build((None, 2, 3))
     weights = reference_model.get_weights()
     single = fit_one_step(1, x, weights)
-    replicated = fit_one_step(4, x, weights)
+    replicated = fit_one_step(2, x, weights)
     assert abs(single.temperature.log_scale.numpy() - math.log(10.0)) > 1e-4
     for a, b in zip(single.get_weights(), replicated.get_weights()):
         test_case.assert_all_close(b, a)

@@ -185,9 +185,11 @@ def test_a_string_optimizer_keeps_temperature_and_bias_out_of_weight_decay():
                                math.log(10.0) - lr * np.sign(grad_scale), rtol=1e-6)
 
 
-def test_prior_weight_decay_exclusions_are_kept():
-    """`compile` adds τ and b to what the caller excluded (Keras' own
-    `exclude_from_weight_decay` would replace the caller's list)."""
+@pytest.mark.parametrize("excluded_by", ["var_list", "var_names", "var_list_compiled_twice"])
+def test_prior_weight_decay_exclusions_are_kept(excluded_by):
+    """`compile` adds τ and b to what the caller excluded, by variable or by
+    name (Keras' own `exclude_from_weight_decay` would replace the caller's
+    exclusions), also when the same optimizer is compiled again."""
     lr, decay = 0.1, 0.5
     a, b = data(seed=4)
     weights = build().get_weights()
@@ -196,8 +198,13 @@ def test_prior_weight_decay_exclusions_are_kept():
         model = build()
         model.set_weights(weights)
         optimizer = keras.optimizers.SGD(lr, weight_decay=weight_decay)
-        optimizer.exclude_from_weight_decay(var_list=[model.tower_a.layers[0].bias])
+        if excluded_by == "var_names":
+            optimizer.exclude_from_weight_decay(var_names=["bias"])
+        else:
+            optimizer.exclude_from_weight_decay(var_list=[model.tower_a.layers[0].bias])
         model.compile(optimizer=optimizer, loss=losses.SigLIPLoss())
+        if excluded_by == "var_list_compiled_twice":
+            model.compile(optimizer=optimizer, loss=losses.SigLIPLoss())
         model.fit((a, b), batch_size=8, shuffle=False, verbose=0)
         dense = model.tower_a.layers[0]
         results.append({"tower_bias": dense.bias.numpy(), "tower_kernel": dense.kernel.numpy(),
