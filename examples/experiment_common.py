@@ -27,6 +27,9 @@ def parse_args(description, replicas=1, extra=None):
                         help="a run of about a minute (smoke test), not the reported one")
     parser.add_argument("--out", default=RESULTS, help="where tables and plots go")
     parser.add_argument("--seeds", type=int, default=None, help="seeds per configuration")
+    parser.add_argument("--resume", action="store_true",
+                        help="keep the runs of the existing results that used the same "
+                             "configuration and seed (scripts that support it)")
     if extra:
         extra(parser)
     args = parser.parse_args()
@@ -111,3 +114,44 @@ def pyplot():
     import matplotlib.pyplot as plt
 
     return plt
+
+
+def small_conv_backbone(norm, width, input_shape):
+    """Four 3x3 convolutions (width x 1, 2, 4, 8 channels; strides 1, 2, 2,
+    2), each followed by `norm` and ReLU, then global average pooling: BN
+    where a ResNet has it, at a cost that lets 2 cores train thousands of
+    steps (a ResNet-18 of width 4 costs ~10x more per image)."""
+    import keras
+
+    from keras_contrast.normalization import normalization_layer
+
+    inputs = keras.Input(input_shape, name="images")
+    x = inputs
+    for index, (factor, stride) in enumerate(((1, 1), (2, 2), (4, 2), (8, 2))):
+        x = keras.layers.Conv2D(width * factor, 3, strides=stride, padding="same",
+                                use_bias=False, name=f"conv{index}")(x)
+        x = normalization_layer(norm, name=f"norm{index}")(x)
+        x = keras.layers.ReLU(name=f"relu{index}")(x)
+    outputs = keras.layers.GlobalAveragePooling2D(name="pool")(x)
+    return keras.Model(inputs, outputs, name="backbone")
+
+
+def resized(images, size):
+    """`images` `(n, H, W, C)` resized to `size` x `size` by area averaging
+    (what the kNN sees when the views are crops resized to that size)."""
+    import tensorflow as tf
+
+    return tf.image.resize(images, (size, size), method="area").numpy()
+
+
+def previous_runs(args, name, config):
+    """The runs of `<out>/<name>.json` when it was written with the same
+    `config` (so `--resume` adds seeds to a finished run without redoing
+    the others), else `{}`."""
+    path = os.path.join(args.out, f"{name}.json")
+    if not getattr(args, "resume", False) or not os.path.exists(path):
+        return {}
+    with open(path) as handle:
+        record = json.load(handle)
+    same = json.loads(json.dumps(config, default=float)) == record.get("config")
+    return record.get("runs", {}) if same else {}

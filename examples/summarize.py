@@ -8,8 +8,10 @@ import os
 HERE = os.path.dirname(os.path.abspath(__file__))
 EXPERIMENTS = (
     ("bn_leak", "docs/design.md §4: cross-replica BN leak"),
+    ("bn_leak_moco", "MoCo §3.3 (docs/design.md §4): the BN leak and Shuffle BN"),
     ("dcl_vs_infonce", "DCL paper: decoupling helps small batches"),
-    ("gradcache_equivalence", "GradCache (docs/design.md §6): exact big-batch gradients"),
+    ("gradcache_equivalence", "GradCache vs naive accumulation (docs/design.md §6): the "
+                              "big-batch objective"),
     ("mocov3_stability", "MoCo v3 (docs/design.md §5): gradient spikes and the frozen patch "
                          "projection"),
     ("precise_bn", "docs/design.md §4: stale BN statistics and Precise BN"),
