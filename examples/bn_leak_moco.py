@@ -19,6 +19,7 @@ import time
 import experiment_common as common
 
 REPLICAS = 4
+QUICK_REPLICAS = 2  # the smoke test traces each arm's step once per replica
 ARMS = (
     ("(a) per-replica BN", dict(norm="batch")),
     ("(b) Shuffle BN", dict(norm="batch", shuffle_bn=True)),
@@ -75,10 +76,11 @@ def steps_to(accuracies, threshold=THRESHOLD):
 
 
 def main():
-    args = common.parse_args(__doc__.split("\n\n")[0], replicas=REPLICAS)
+    args = common.parse_args(__doc__.split("\n\n")[0],
+                             replicas=lambda args: QUICK_REPLICAS if args.quick else REPLICAS)
     config = (dict(train=256, test=256, bank=256, steps=50, batch=32, width=4, image_size=14,
                    queue=512, momentum=0.99, lr=1e-3, seeds=1, monitor_batch=64,
-                   monitor_every=1, replicas=REPLICAS) if args.quick
+                   monitor_every=1, replicas=QUICK_REPLICAS) if args.quick
               else dict(train=60000, test=2000, bank=10000, steps=1500, batch=64, width=8,
                         image_size=14, queue=4096, momentum=0.99, lr=1e-3, seeds=2,
                         monitor_batch=128, monitor_every=5, replicas=REPLICAS))
@@ -181,7 +183,7 @@ def write(args, config, source, seeds, results, raw):
         f"Data: {source}, {config['train']} training images; kNN bank the "
         f"first {config['bank']} of them, {config['test'] - config['monitor_batch']} test "
         f"images scored, {config['monitor_batch']} other test images are BNLeakMonitor's "
-        f"held-out batch (4 groups, 5 random splits). Views: SimCLR crops resized to "
+        f"held-out batch ({config['replicas']} groups, 5 random splits). Views: SimCLR crops resized to "
         f"{config['image_size']}x{config['image_size']} (kNN: whole images resized alike). "
         f"MoCo v2 with a 4-convolution backbone (width {config['width']}, BN or sync BN "
         f"after every convolution) and projection (128, 64) without BN, queue "
@@ -195,8 +197,8 @@ def write(args, config, source, seeds, results, raw):
         f"{100 * raw:.1f} %. Pretext accuracy: the fraction of queries whose own key scores "
         "above every queued key, averaged over each 50 steps (the weights move during the "
         "window). bn_leak: the held-out loss with the whole batch's statistics minus the "
-        "loss with each quarter normalised alone (positive: the model gains from "
-        "per-replica statistics).",
+        f"loss with each of {config['replicas']} groups normalised alone (positive: the model "
+        "gains from per-replica statistics).",
         "",
         "Expected (MoCo, He et al. 2020, §3.3 \"Shuffling BN\" and the appendix figure of "
         "the pretext accuracy): without shuffling the model cheats through BN — its pretext "
