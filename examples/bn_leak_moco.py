@@ -128,9 +128,6 @@ def write(args, config, source, seeds, results, raw):
     def mean(values):
         return float(np.mean(values))
 
-    def spread(values):
-        return float(np.std(values)) if len(values) > 1 else 0.0
-
     def steps_cell(runs):
         steps = [r["steps_to_90"] for r in runs]
         return " / ".join("not reached" if s is None else str(s) for s in steps)
@@ -171,20 +168,18 @@ def write(args, config, source, seeds, results, raw):
     a, b, c = (summary[name] for name, _ in ARMS)
 
     def compare(x, y, key, lower_word, higher_word, scale=1.0, unit="", digits=3):
-        gap = scale * (mean(x[key]) - mean(y[key]))
-        noise = scale * max(spread(x[key]), spread(y[key]))
+        gap = mean(x[key]) - mean(y[key])
         word = lower_word if gap < 0 else higher_word
-        judged = (", one seed: no spread to judge it against" if len(seeds) < 2 else
-                  f", {'outside' if abs(gap) > 2 * noise else 'within'} twice the "
-                  f"seed-to-seed std ({noise:.{digits}f}{unit})")
-        return f"{word} ({gap:+.{digits}f}{unit}{judged})"
+        verdict = common.judge(gap, common.seed_spread(x[key], y[key]), scale, digits, unit)
+        return f"{word} ({verdict})"
 
     notes = [
         f"Data: {source}, {config['train']} training images; kNN bank the "
         f"first {config['bank']} of them, {config['test'] - config['monitor_batch']} test "
         f"images scored, {config['monitor_batch']} other test images are BNLeakMonitor's "
-        f"held-out batch ({config['replicas']} groups, 5 random splits). Views: SimCLR crops resized to "
-        f"{config['image_size']}x{config['image_size']} (kNN: whole images resized alike). "
+        f"held-out batch ({config['replicas']} groups, 5 random splits). Views: SimCLR crops "
+        f"resized to {config['image_size']}x{config['image_size']} (kNN: whole images resized "
+        "alike). "
         f"MoCo v2 with a 4-convolution backbone (width {config['width']}, BN or sync BN "
         f"after every convolution) and projection (128, 64) without BN, queue "
         f"{config['queue']} ({config['queue'] // config['batch']}x the global batch), key "

@@ -86,13 +86,17 @@ def mean_std(values, digits=1, scale=100.0):
 
 def write_results(args, name, title, header, rows, notes, record, figure=None):
     """Writes `<name>.md` (title, command, date, table, notes), `<name>.json`
-    and `<name>.png` to `args.out`."""
+    and `<name>.png` to `args.out`. The minutes recorded include those of the
+    earlier invocations whose runs `previous_runs` handed back."""
     command = "python examples/" + os.path.basename(sys.argv[0]) + (
         " " + " ".join(sys.argv[1:]) if sys.argv[1:] else "")
-    minutes = (time.time() - args.started) / 60
+    earlier = getattr(args, "previous_minutes", 0.0)
+    minutes = (time.time() - args.started) / 60 + earlier
     date = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d")
+    kept = (f", {earlier:.1f} of them in the earlier invocations whose runs `--resume` kept"
+            if earlier else "")
     lines = [f"# {title}", "", f"Command: `{command}` ({date}, {minutes:.1f} min on "
-             f"{os.cpu_count()} CPU cores{', quick run' if args.quick else ''}).", "",
+             f"{os.cpu_count()} CPU cores{kept}{', quick run' if args.quick else ''}).", "",
              "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     lines += ["| " + " | ".join(str(cell) for cell in row) + " |" for row in rows]
     lines += ["", *notes, ""]
@@ -147,11 +151,37 @@ def resized(images, size):
 def previous_runs(args, name, config):
     """The runs of `<out>/<name>.json` when it was written with the same
     `config` (so `--resume` adds seeds to a finished run without redoing
-    the others), else `{}`."""
+    the others), else `{}`. When runs come back, `args.previous_minutes`
+    holds the minutes that record took (`write_results` adds them)."""
     path = os.path.join(args.out, f"{name}.json")
     if not getattr(args, "resume", False) or not os.path.exists(path):
         return {}
     with open(path) as handle:
         record = json.load(handle)
     same = json.loads(json.dumps(config, default=float)) == record.get("config")
-    return record.get("runs", {}) if same else {}
+    runs = record.get("runs", {}) if same else {}
+    if runs:
+        args.previous_minutes = float(record.get("minutes", 0.0))
+    return runs
+
+
+def seed_spread(*arms):
+    """The larger seed-to-seed std (population, as `mean_std` prints it) of
+    the per-seed values of `arms`; None when an arm has fewer than 2 seeds
+    (nothing to judge a difference against)."""
+    import numpy as np
+
+    if not arms or min(len(values) for values in arms) < 2:
+        return None
+    return max(float(np.std(values)) for values in arms)
+
+
+def judge(difference, spread, scale=1.0, digits=3, unit=""):
+    """`difference` as text with its verdict against `spread` (from
+    `seed_spread`): the one rule every table of examples/ uses — a
+    difference counts when its magnitude exceeds the seed-to-seed std."""
+    text = f"{scale * difference:+.{digits}f}{unit}"
+    if spread is None:
+        return text + " (one seed: no spread to judge against)"
+    side = "outside" if abs(difference) > spread else "within"
+    return f"{text}, {side} the seed-to-seed std ({scale * spread:.{digits}f}{unit})"

@@ -138,8 +138,8 @@ def main():
     # a quarter of the pixels and about half the CPU time of a step: the
     # steps the budget allows double); kNN sees whole images resized alike.
     augment = functools.partial(augmentation.simclr_augment, output_size=size)
-    resize = lambda x: tf.image.resize(x, (size, size), method="area").numpy()  # noqa: E731
-    bank, test = (resize(x_train), y_train), (resize(x_test), y_test)
+    bank = (common.resized(x_train, size), y_train)
+    test = (common.resized(x_test, size), y_test)
     loss = losses.InfoNCE(0.2)
 
     # The big-batch objective: fixed batches of B pairs of held-out images.
@@ -261,22 +261,12 @@ def main():
         return [run[key] for run in runs[arm]]
 
     def spread(arm, key):
-        """The larger seed-to-seed std (population, as in the table) of `arm`
-        and native; None with one seed."""
-        if len(seeds) < 2:
-            return None
-        return max(statistics.pstdev(values(a, key)) for a in ("native", arm))
+        """The larger seed-to-seed std of `arm` and native; None with one seed."""
+        return common.seed_spread(values("native", key), values(arm, key))
 
     def paired(arm, key):
         """Mean over seeds of (arm − native) on the same seed."""
         return statistics.mean(a - n for a, n in zip(values(arm, key), values("native", key)))
-
-    def judged(difference, spread_value, scale=1.0, digits=3, unit=""):
-        text = f"{scale * difference:+.{digits}f}{unit}"
-        if spread_value is None:
-            return text + " (one seed: no spread to judge against)"
-        side = "within" if abs(difference) <= spread_value else "outside"
-        return f"{text}, {side} the seed spread (std {scale * spread_value:.{digits}f}{unit})"
 
     labels = {"native": f"(a) native, batch {batch}",
               "grad_cache": f"(b) GradCache, {chunks} chunks of {small}",
@@ -387,16 +377,16 @@ def main():
         f"{common.mean_std(values('grad_cache', 'big_batch_loss'), digits=4, scale=1.0)}, (c) "
         f"{common.mean_std(values('accumulation', 'big_batch_loss'), digits=4, scale=1.0)}. "
         "(b) − (a): "
-        + judged(paired("grad_cache", "big_batch_loss"), spread("grad_cache", "big_batch_loss"),
-                 digits=4)
+        + common.judge(paired("grad_cache", "big_batch_loss"),
+                       spread("grad_cache", "big_batch_loss"), digits=4)
         + "; (c) − (a): "
-        + judged(accumulation_gap, accumulation_spread, digits=4)
+        + common.judge(accumulation_gap, accumulation_spread, digits=4)
         + f": accumulation's big-batch loss is {accumulation_verdict}. kNN accuracy: (b) − (a) "
-        + judged(paired("grad_cache", "knn"), spread("grad_cache", "knn"), scale=100.0,
-                 digits=1, unit=" points")
+        + common.judge(paired("grad_cache", "knn"), spread("grad_cache", "knn"),
+                       scale=100.0, digits=1, unit=" points")
         + "; (c) − (a) "
-        + judged(paired("accumulation", "knn"), spread("accumulation", "knn"), scale=100.0,
-                 digits=1, unit=" points")
+        + common.judge(paired("accumulation", "knn"), spread("accumulation", "knn"),
+                       scale=100.0, digits=1, unit=" points")
         + f". (b)'s final weights are within {max(weight_gaps):.1e} (relative) of (a)'s on "
         "the same seed (float32 rounding of chunked vs whole-batch kernels, grown along the "
         "trajectory).",
