@@ -41,6 +41,7 @@ def parse_args(description, replicas=1, extra=None):
         distribute.configure_logical_cpus(replicas)
     os.makedirs(args.out, exist_ok=True)
     args.started = time.time()
+    args.load = os.getloadavg()[0]  # other work on the cores slows the run down
     return args
 
 
@@ -95,8 +96,10 @@ def write_results(args, name, title, header, rows, notes, record, figure=None):
     date = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d")
     kept = (f", {earlier:.1f} of them in the earlier invocations whose runs `--resume` kept"
             if earlier else "")
+    load = f"load average {args.load:.1f} at the start, {os.getloadavg()[0]:.1f} at the end"
     lines = [f"# {title}", "", f"Command: `{command}` ({date}, {minutes:.1f} min on "
-             f"{os.cpu_count()} CPU cores{kept}{', quick run' if args.quick else ''}).", "",
+             f"{os.cpu_count()} CPU cores{kept}{', quick run' if args.quick else ''}; "
+             f"{load}).", "",
              "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     lines += ["| " + " | ".join(str(cell) for cell in row) + " |" for row in rows]
     lines += ["", *notes, ""]
@@ -104,7 +107,8 @@ def write_results(args, name, title, header, rows, notes, record, figure=None):
         handle.write("\n".join(lines))
     with open(os.path.join(args.out, f"{name}.json"), "w") as handle:
         json.dump({"command": command, "date": date, "minutes": minutes, "quick": args.quick,
-                   **record}, handle, indent=2, default=float)
+                   "load_average": [args.load, os.getloadavg()[0]], **record},
+                  handle, indent=2, default=float)
     if figure is not None:
         figure.tight_layout()
         figure.savefig(os.path.join(args.out, f"{name}.png"), dpi=90)

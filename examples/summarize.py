@@ -7,7 +7,7 @@ import os
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 EXPERIMENTS = (
-    ("bn_leak", "docs/design.md §4: cross-replica BN leak"),
+    ("bn_leak", "SimCLR §2.2 (docs/design.md §4): the BN leak against the per-replica batch"),
     ("bn_leak_moco", "MoCo §3.3 (docs/design.md §4): the BN leak and Shuffle BN"),
     ("dcl_vs_infonce", "DCL paper: decoupling helps small batches"),
     ("gradcache_equivalence", "GradCache vs naive accumulation (docs/design.md §6): the "

@@ -36,7 +36,7 @@ def test_steps_to_threshold_counts_whole_windows():
 
 
 def test_resumed_record_counts_the_earlier_minutes(tmp_path):
-    args = argparse.Namespace(out=str(tmp_path), quick=False, started=time.time() - 60,
+    args = argparse.Namespace(out=str(tmp_path), quick=False, started=time.time() - 60, load=0.5,
                               previous_minutes=10.0)
     experiment_common.write_results(args, "name", "title", ["a"], [[1]], ["note"], {})
     record = json.loads((tmp_path / "name.json").read_text())
