@@ -48,7 +48,7 @@ demo-digits: $(STAMP)
 	$(PY) examples/digits_demo.py
 
 test: $(STAMP)
-	$(PY) -m pytest -m "not slow" -n 2 --dist loadfile -q
+	$(PY) -m pytest -m "not slow" -n 2 --dist loadfile -q --durations=30
 
 # Bazel: Debian's bazel-bootstrap (4.2; installed here when missing), offline, the tests run
 # with .venv's Python (not hermetic; README "Bazel"). `bazel build //...`, then the BUILD check
