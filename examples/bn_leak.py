@@ -90,11 +90,15 @@ def check_emulation(replicas, x_train, config, seed):
     differences."""
     import keras
 
-    floatx = keras.config.floatx()
+    # Both: once a layer has been built, Keras keeps the global dtype policy
+    # it made from floatx, whatever floatx becomes.
+    floatx, policy = keras.config.floatx(), keras.config.dtype_policy()
     keras.config.set_floatx("float64")
+    keras.config.set_dtype_policy("float64")
     try:
         return _check_emulation(replicas, x_train, config, seed)
     finally:
+        keras.config.set_dtype_policy(policy)
         keras.config.set_floatx(floatx)
 
 

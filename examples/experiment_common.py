@@ -152,17 +152,25 @@ def resized(images, size):
     return tf.image.resize(images, (size, size), method="area").numpy()
 
 
-def previous_runs(args, name, config):
+def previous_runs(args, name, config, may_differ=()):
     """The runs of `<out>/<name>.json` when it was written with the same
     `config` (so `--resume` adds seeds to a finished run without redoing
-    the others), else `{}`. When runs come back, `args.previous_minutes`
-    holds the minutes that record took (`write_results` adds them)."""
+    the others), else `{}`; keys in `may_differ` are not compared (a
+    script whose runs record that value, e.g. a sweep's list of rates, can
+    then add points to a sweep). When runs come back,
+    `args.previous_minutes` holds the minutes that record took
+    (`write_results` adds them)."""
     path = os.path.join(args.out, f"{name}.json")
     if not getattr(args, "resume", False) or not os.path.exists(path):
         return {}
     with open(path) as handle:
         record = json.load(handle)
-    same = json.loads(json.dumps(config, default=float)) == record.get("config")
+
+    def compared(values):
+        return {key: value for key, value in values.items() if key not in may_differ}
+
+    same = (compared(json.loads(json.dumps(config, default=float)))
+            == compared(record.get("config") or {}))
     runs = record.get("runs", {}) if same else {}
     if runs:
         args.previous_minutes = float(record.get("minutes", 0.0))

@@ -25,6 +25,11 @@ def test_resume_keeps_runs_only_of_the_same_configuration(tmp_path):
     assert args.previous_minutes == 7.5
     assert experiment_common.previous_runs(args, "name", dict(config, steps=1000)) == {}
     assert experiment_common.previous_runs(args, "other", config) == {}
+    # A sweep that records each run's value of a key may change that key.
+    assert experiment_common.previous_runs(args, "name", dict(config, lr=3e-3),
+                                           may_differ=("lr",)) == runs
+    assert experiment_common.previous_runs(args, "name", dict(config, lr=3e-3, steps=1),
+                                           may_differ=("lr",)) == {}
     args.resume = False
     assert experiment_common.previous_runs(args, "name", config) == {}
 
