@@ -77,7 +77,7 @@ bench: $(STAMP)
 	$(PY) benchmarks/input_pipeline.py
 	$(PY) benchmarks/knn_memory.py
 
-# The experiments of examples/ (full runs, ~125 min on 2 cores; tables and plots in
+# The experiments of examples/ (full runs, ~150-170 min on 2 cores; tables and plots in
 # examples/results/), then any test marked slow (pytest's exit 5: none collected).
 EXPERIMENTS = bn_leak bn_leak_moco dcl_vs_infonce gradcache_equivalence mocov3_stability \
 	precise_bn dual_encoder_wordnet siglip_vs_clip
