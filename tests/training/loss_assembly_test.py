@@ -133,8 +133,12 @@ def single_device(name, policy):
 # count and wrapper. 5e-3 leaves a margin of 6 and is still far below the
 # defects this test catches (a regularizer gradient applied R times instead
 # of once: ≥ 10 % here; a per-replica mean on the uneven batch: ≥ 1 %).
-# float32 holds to the suite's 1e-5.
-TOLERANCE = {"float32": (1e-5, 1e-6), "mixed_float16": (5e-3, 5e-3)}
+# float32: rtol 1e-5, and an absolute floor of 1e-5 · max |g| for elements
+# near 0, whose rounding is not relative to themselves: MoCoV3 in GradCache on
+# 2 replicas once missed 1e-6 · max |g| by one element in a whole-suite run
+# (|Δg| = 7.8e-7 = 1.8e-6 · max |g|; it passes alone — the reduction order of
+# threaded CPU kernels varies with load). Still far below the defects above.
+TOLERANCE = {"float32": (1e-5, 1e-5), "mixed_float16": (5e-3, 5e-3)}
 
 
 # The fast set (the whole product takes ~8 min on 2 cores; the rest is
