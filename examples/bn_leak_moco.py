@@ -87,14 +87,7 @@ def main():
     seeds = range(args.seeds or config["seeds"])
     (x_train, y_train), (x_test, y_test), source = common.load_images(
         args.quick, config["train"], config["test"])
-    from keras_contrast import data
-
-    size, held = config["image_size"], config["monitor_batch"]
-    bank = (common.resized(x_train[:config["bank"]], size), y_train[:config["bank"]])
-    # The monitor's held-out batch: views of test images the kNN does not score.
-    heldout = next(iter(data.two_view_dataset(common.resized(x_test[:held], size), held,
-                                              seed=99))).numpy()
-    test = (common.resized(x_test[held:], size), y_test[held:])
+    bank, heldout, test = common.monitored_split((x_train, y_train), (x_test, y_test), config)
     previous = common.previous_runs(args, "bn_leak_moco", config)
     results = {}
     for name, settings in ARMS:

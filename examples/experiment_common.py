@@ -197,3 +197,19 @@ def judge(difference, spread, scale=1.0, digits=3, unit=""):
         return text + " (one seed: no spread to judge against)"
     side = "outside" if abs(difference) > spread else "within"
     return f"{text}, {side} the seed-to-seed std ({scale * spread:.{digits}f}{unit})"
+
+
+def monitored_split(train, test, config):
+    """The kNN bank (the first `config["bank"]` training images), the
+    BNLeakMonitor's held-out batch (two views of the first
+    `config["monitor_batch"]` test images, which the kNN does not score) and
+    the kNN test set (the other test images), all resized to
+    `config["image_size"]`."""
+    from keras_contrast import data
+
+    (x_train, y_train), (x_test, y_test) = train, test
+    size, held = config["image_size"], config["monitor_batch"]
+    bank = (resized(x_train[:config["bank"]], size), y_train[:config["bank"]])
+    heldout = next(iter(data.two_view_dataset(resized(x_test[:held], size), held,
+                                              seed=99))).numpy()
+    return bank, heldout, (resized(x_test[held:], size), y_test[held:])
