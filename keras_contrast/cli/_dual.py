@@ -107,23 +107,35 @@ def _load_dual_encoder(model_dir):
     raise UsageError(f"{model_dir!r} holds neither model.keras nor a SavedModel")
 
 
-def evaluate_dual(args):
+def evaluate_dual(args, model=None):
     """`evaluate --dataset wordnet`: held-out recall@1/5 of a dual encoder on
     the pairs its training run held out (the split's `--seed` and
-    `--train-size` read from its results.json unless given).
+    `--train-size` read from its results.json, or from a preset's
+    metadata.json, unless given).
 
     Args:
         args: the parsed `evaluate` arguments.
+        model: the `DualEncoder` of `--preset`, or None (`args.model_dir`).
 
     Returns:
         0, after printing the scores as one JSON line.
     """
-    encode_a, encode_b = _load_dual_encoder(args.model_dir)
     split = {"seed": args.seed or 0, "train_size": args.train_size}
-    results_file = os.path.join(args.model_dir, "results.json")
+    if model is None:
+        encode_a, encode_b = _load_dual_encoder(args.model_dir)
+        results_file = os.path.join(args.model_dir, "results.json")
+    else:
+        if not isinstance(model, models.DualEncoder):
+            raise UsageError(f"--preset {args.preset!r} is not a dual encoder; --dataset "
+                             "wordnet scores dual encoders")
+        encode_a, encode_b = model.encode_a, model.encode_b
+        folder = (models.preset_folder(args.preset)
+                  if args.preset in models.list_presets() else args.preset)
+        results_file = os.path.join(folder, "metadata.json")
     if os.path.exists(results_file) and args.seed is None and args.train_size is None:
         with open(results_file) as handle:
             stored = json.load(handle)
+        stored = stored.get("split", stored)
         split = {name: stored.get(name, split[name]) for name in split}
     _, held_out = wordnet_split(split["train_size"], split["seed"])
     recall = _held_out_recall(encode_a, encode_b, held_out)

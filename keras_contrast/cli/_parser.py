@@ -37,7 +37,11 @@ def build_parser():
     add_train_arguments(commands.add_parser("train", help="train a contrastive model"))
 
     evaluate = commands.add_parser("evaluate", help="kNN and linear-probe accuracy")
-    evaluate.add_argument("model_dir", help="a `train` output folder or an exported SavedModel")
+    evaluate.add_argument("model_dir", nargs="?", default=None,
+                          help="a `train` output folder or an exported SavedModel")
+    evaluate.add_argument("--preset", default=None,
+                          help="instead of MODEL_DIR: a keras_contrast.models preset with "
+                          "weights (a shipped name or a save_to_preset folder)")
     evaluate.add_argument("--dataset", default="fashion_mnist")
     add_data_arguments(evaluate)
     evaluate.add_argument("--knn-k", type=int, default=200)

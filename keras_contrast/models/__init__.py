@@ -6,6 +6,8 @@ from keras_contrast.models.moco import MoCo
 from keras_contrast.models.mocov3 import MoCoV3
 from keras_contrast.models.presets import from_preset
 from keras_contrast.models.presets import list_presets
+from keras_contrast.models.presets import preset_folder
+from keras_contrast.models.presets import save_to_preset
 from keras_contrast.models.resnet import ResNetBackbone
 from keras_contrast.models.simclr import SimCLR
 from keras_contrast.models.vit import ViTBackbone
@@ -21,6 +23,8 @@ __all__ = [
     "ViTTokens",
     "from_preset",
     "list_presets",
+    "preset_folder",
+    "save_to_preset",
 ]
 
 # Names that left the public API; each warns and still works for one release.

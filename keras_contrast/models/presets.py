@@ -1,6 +1,9 @@
-"""Named model configurations (no weights are downloaded)."""
+"""Named model configurations, and presets with trained weights shipped in
+the package (nothing is downloaded)."""
 
 import inspect
+import json
+import os
 
 import keras
 
@@ -9,6 +12,7 @@ from keras_contrast.checks import check_positive_int
 from keras_contrast.data.wordnet import check_vocabulary_size
 from keras_contrast.models.dual_encoder import DualEncoder
 from keras_contrast.models.moco import MoCo
+from keras_contrast.models import preset_files
 from keras_contrast.models.mocov3 import MoCoV3
 from keras_contrast.models.resnet import ResNetBackbone
 from keras_contrast.models.simclr import SimCLR
@@ -104,33 +108,163 @@ def _text_tower(name, vocabulary_size=32768, sequence_length=32, width=256):
 
 @keras_contrast_export("keras_contrast.models.list_presets")
 def list_presets():
-    """`{name: description}` of the presets `from_preset` builds."""
-    return {name: preset["description"] for name, preset in PRESETS.items()}
+    """The presets `from_preset` builds, and which of them carry weights.
+
+    Returns:
+        `{name: {"description": str, "weights": bool}}`: the architecture
+        presets (random weights, `"weights": False`) and the presets shipped
+        with trained weights inside the package (`"weights": True`; their
+        model card is `README.md` in `preset_folder(name)`).
+
+    Example:
+
+    >>> presets = list_presets()
+    >>> presets["simclr_resnet50"]["weights"]
+    False
+    """
+    listing = {name: {"description": preset["description"], "weights": False}
+               for name, preset in PRESETS.items()}
+    for name, folder in preset_files.shipped_presets().items():
+        with open(os.path.join(folder, preset_files.METADATA_FILE)) as handle:
+            description = json.load(handle).get("description", "")
+        listing[name] = {"description": description, "weights": os.path.isfile(
+            os.path.join(folder, preset_files.WEIGHTS_FILE))}
+    return listing
+
+
+@keras_contrast_export("keras_contrast.models.preset_folder")
+def preset_folder(name):
+    """The folder of a shipped preset with weights (its card is `README.md`).
+
+    Args:
+        name: a key of `list_presets()` whose `"weights"` is True.
+
+    Returns:
+        The folder's path inside the installed package.
+    """
+    shipped = preset_files.shipped_presets()
+    if name not in shipped:
+        raise ValueError(f"No shipped preset with weights is named {name!r}; these are: "
+                         f"{sorted(shipped)}.")
+    return shipped[name]
 
 
 @keras_contrast_export("keras_contrast.models.from_preset")
-def from_preset(name, **overrides):
-    """Builds a ready model from a named configuration (random weights).
+def from_preset(name_or_path, load_weights=True, encoder_only=False, **overrides):
+    """Builds a model from a named preset or a preset folder.
 
-    Overrides go to the backbone when they are backbone arguments (`norm`,
-    `input_shape`, `width`, `image_size`, `patch_size`, `depth`, ...) and
-    to the model otherwise (`projection_dims`, `momentum`, `total_steps`,
-    ...). For the dual encoders (`dual_encoder_small`,
-    `siglip_dual_encoder_small`), `vocabulary_size`, `sequence_length` and
-    `width` shape the text towers.
+    Three kinds of source:
+
+    - an architecture preset (`list_presets()[name]["weights"]` False): the
+      configuration only, random weights (e.g. `simclr_resnet50` at 224 px);
+    - a shipped preset with weights (`"weights"` True): its trained model,
+      from the package's own files (no download);
+    - a folder written by `save_to_preset`.
+
+    A preset with weights is rebuilt from its Keras config
+    (`keras.saving.deserialize_keras_object(..., safe_mode=True)`), then its
+    `model.weights.h5` is checked against the sha256 in `metadata.json` and
+    loaded. Call it inside `strategy.scope()` to create the variables
+    there.
+
+    Overrides replace arguments of the model or of its backbone. For an
+    architecture preset they are backbone arguments (`norm`, `input_shape`,
+    `width`, `image_size`, `patch_size`, `depth`, ...) or model arguments
+    (`projection_dims`, `momentum`, `total_steps`, ...); for the dual
+    encoders `vocabulary_size`, `sequence_length` and `width` shape the
+    text towers. For a preset with weights an override must keep every
+    weight's shape (`norm="batch"` for weights trained with `"sync"` BN;
+    `momentum`, `temperature`, ...).
 
     Args:
-        name: a key of `list_presets()`.
+        name_or_path: a key of `list_presets()`, or a preset folder.
+        load_weights: bool; False builds a preset with weights with random
+            weights instead (architecture presets never have weights).
+        encoder_only: bool; True returns the model's `encoder` (image
+            models) for fine-tuning or feature extraction.
         **overrides: arguments replacing the preset's.
 
     Returns:
-        An unbuilt-weights `SimCLR`, `MoCo`, `MoCoV3` or `DualEncoder`.
+        A `SimCLR`, `MoCo`, `MoCoV3` or `DualEncoder` (or its encoder).
+
+    Raises:
+        ValueError: an unknown name or a folder that is not a preset, an
+            override no part of the model takes, weights whose sha256 does
+            not match, or weights that do not fit the overrides.
 
     Example:
+
     >>> model = from_preset("simclr_resnet18_cifar", norm="batch", input_shape=(28, 28, 1))
+    >>> model.encoder.output_shape
+    (None, 512)
     """
-    if name not in PRESETS:
-        raise ValueError(f"Unknown preset {name!r}; presets: {sorted(PRESETS)}.")
+    for argument, value in (("load_weights", load_weights), ("encoder_only", encoder_only)):
+        if not isinstance(value, bool):
+            raise TypeError(f"{argument} must be a bool, got {value!r}.")
+    if isinstance(name_or_path, os.PathLike):
+        name_or_path = os.fspath(name_or_path)
+    if not isinstance(name_or_path, str):
+        raise TypeError("name_or_path must be a preset name or a folder, got "
+                        f"{type(name_or_path).__name__}.")
+    if name_or_path in PRESETS:
+        model = _build_architecture(name_or_path, overrides)
+    else:
+        shipped = preset_files.shipped_presets()
+        if name_or_path in shipped:
+            folder = shipped[name_or_path]
+        elif os.path.isdir(name_or_path):
+            folder = name_or_path
+        else:
+            raise ValueError(f"Unknown preset {name_or_path!r}: neither a preset name "
+                             f"(presets: {sorted(list_presets())}) nor a folder.")
+        model = preset_files.load_folder(folder, name_or_path, load_weights, overrides)
+    if not encoder_only:
+        return model
+    if not hasattr(model, "encoder"):
+        raise ValueError(f"encoder_only=True: preset {name_or_path!r} builds a "
+                         f"{type(model).__name__}, which has no single encoder (use "
+                         "encode_a / encode_b).")
+    return model.encoder
+
+
+@keras_contrast_export("keras_contrast.models.save_to_preset")
+def save_to_preset(model, folder, metadata=None, card=None, overwrite=False):
+    """Writes a built model as a preset folder that `from_preset` loads.
+
+    The folder receives `config.json` (the model's Keras config, with its
+    build config), `model.weights.h5`, `metadata.json` (`metadata` plus the
+    preset format version, the minimum library version, the Keras version
+    and the sha256 and size of the weights) and `README.md` (`card`, or one
+    listing the metadata).
+
+    Args:
+        model: a built `keras.Model` whose classes are registered
+            serializable (every keras_contrast model is).
+        folder: where to write; created if absent.
+        metadata: a JSON-serialisable dict: what the model is and how it
+            was made (`description`, `task`, `data`, `metrics`, `command`,
+            `compute`, ...).
+        card: the model card, Markdown.
+        overwrite: bool; False refuses a folder that already holds a preset.
+
+    Returns:
+        `folder`.
+
+    Example:
+
+    >>> import tempfile
+    >>> model = from_preset("simclr_resnet_tiny", width=4)
+    >>> model.build((None, 2, 28, 28, 1))
+    >>> folder = save_to_preset(model, tempfile.mkdtemp(), metadata={"task": "demo"})
+    >>> restored = from_preset(folder)
+    """
+    if not isinstance(overwrite, bool):
+        raise TypeError(f"overwrite must be a bool, got {overwrite!r}.")
+    return preset_files.save_folder(model, folder, metadata=metadata, card=card,
+                                    overwrite=overwrite)
+
+
+def _build_architecture(name, overrides):
     preset = PRESETS[name]
     model_args = dict(preset["model_args"])
     if preset["model"] is DualEncoder:

@@ -10,7 +10,7 @@ from keras_contrast.models import MoCo
 from keras_contrast.models import MoCoV3
 from keras_contrast.models import SimCLR
 from keras_contrast.models import from_preset
-from keras_contrast.models import list_presets
+from keras_contrast.models.presets import PRESETS
 
 
 def trainable_parameters(model):
@@ -28,7 +28,7 @@ def test_simclr_resnet18_cifar_parameter_count():
     assert isinstance(model, SimCLR) and model.backbone.norm == "sync"
 
 
-@pytest.mark.parametrize("name", sorted(list_presets()))
+@pytest.mark.parametrize("name", sorted(PRESETS))
 def test_every_preset_builds_small(name):
     if name.startswith("simclr"):
         model = from_preset(name, width=4, input_shape=(16, 16, 1), projection_dims=(8, 4))
