@@ -68,10 +68,11 @@ def image_metrics(encoder):
 
 def dual_metrics(model, results):
     from keras_contrast.cli._datasets import wordnet_split
-    from keras_contrast.cli._dual import _held_out_recall
+    from keras_contrast.cli._dual import held_out_recall
+    from keras_contrast.cli._dual import tower_vocabulary
 
     _, held_out = wordnet_split(results.get("train_size"), results.get("seed", 0))
-    recall = _held_out_recall(model.encode_a, model.encode_b, held_out)
+    recall = held_out_recall(model.encode_a, model.encode_b, held_out, tower_vocabulary(model))
     return {"recall_at_1": recall[1], "recall_at_5": recall[5], "held_out_pairs": len(held_out),
             "chance_at_1": 1.0 / len(held_out)}, None
 

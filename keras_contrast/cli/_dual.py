@@ -45,14 +45,17 @@ def train_dual(args):
     batches = data.batches_without_repeated_words(train_pairs, args.batch_size, seed=args.seed)
     if not batches:
         raise UsageError(f"--batch-size {args.batch_size} exceeds the WordNet pairs")
-    queries = data.hash_tokens([p["gloss"] for p in train_pairs])
-    keys = data.hash_tokens([p["key"] for p in train_pairs])
+    towers = {name: getattr(args, name) for name in ("vocabulary_size", "width")
+              if getattr(args, name) is not None}
+    vocabulary_size = towers.get("vocabulary_size", TOKENS["vocabulary_size"])
+    queries = data.hash_tokens([p["gloss"] for p in train_pairs], vocabulary_size)
+    keys = data.hash_tokens([p["key"] for p in train_pairs], vocabulary_size)
     order = np.concatenate(batches)
     os.makedirs(args.out, exist_ok=True)
     keras.utils.set_random_seed(args.seed)
     strategy = make_strategy(args)
     with strategy.scope():
-        model = models.from_preset(args.preset)
+        model = models.from_preset(args.preset, **towers)
         model.build(((None, queries.shape[1]), (None, keys.shape[1])))
         model.compile(
             optimizer=make_optimizer(args, args.epochs * (len(order) // args.batch_size),
@@ -67,11 +70,12 @@ def train_dual(args):
                         callbacks=[keras.callbacks.CSVLogger(os.path.join(args.out,
                                                                           "history_0.csv"))])
     seconds = time.time() - started
-    recall = _held_out_recall(model.encode_a, model.encode_b, held_out)
+    recall = held_out_recall(model.encode_a, model.encode_b, held_out, vocabulary_size)
     results = {"recall_at_1": recall[1], "recall_at_5": recall[5], "held_out_pairs": len(held_out),
                "chance_at_1": 1.0 / len(held_out), "train_seconds": seconds,
                "final_loss": history.history["loss"][-1], "command": " ".join(sys.argv),
-               "seed": args.seed, "train_size": args.train_size}
+               "seed": args.seed, "train_size": args.train_size,
+               "vocabulary_size": vocabulary_size}
     export.export_dual_encoder(model, os.path.join(args.out, "saved_model"))
     model.save(os.path.join(args.out, "model.keras"))
     with open(os.path.join(args.out, "results.json"), "w") as handle:
@@ -84,26 +88,46 @@ def train_dual(args):
     return 0
 
 
-def _held_out_recall(encode_a, encode_b, held_out):
-    """Recall@k of retrieving each held-out key from its gloss."""
-    queries = data.hash_tokens([p["gloss"] for p in held_out])
-    keys = data.hash_tokens([p["key"] for p in held_out])
+# The presets' tokenizer (keras_contrast.data.hash_tokens' defaults).
+TOKENS = {"vocabulary_size": 32768, "sequence_length": 32}
+
+
+def tower_vocabulary(model):
+    """The hashed-token vocabulary of a dual encoder's first tower: its
+    Embedding's `input_dim` (the tokenizer must not hash past it)."""
+    embeddings = [layer for layer in model.tower_a.layers
+                  if isinstance(layer, keras.layers.Embedding)]
+    return embeddings[0].input_dim if embeddings else TOKENS["vocabulary_size"]
+
+
+def held_out_recall(encode_a, encode_b, held_out, vocabulary_size=TOKENS["vocabulary_size"]):
+    """Recall@k of retrieving each held-out key from its gloss, the texts
+    hashed into `vocabulary_size` ids."""
+    queries = data.hash_tokens([p["gloss"] for p in held_out], vocabulary_size)
+    keys = data.hash_tokens([p["key"] for p in held_out], vocabulary_size)
     return data.retrieval_recall(np.asarray(encode_a(queries)), np.asarray(encode_b(keys)))
 
 
 def _load_dual_encoder(model_dir):
-    """`(encode_a, encode_b)` of a dual encoder's `.keras` file or SavedModel."""
+    """`(encode_a, encode_b, vocabulary size)` of a dual encoder's `.keras`
+    file or SavedModel (a SavedModel's vocabulary: its run's results.json,
+    else the presets')."""
     keras_file = os.path.join(model_dir, "model.keras")
     if os.path.exists(keras_file):
         model = keras.models.load_model(keras_file)
-        return model.encode_a, model.encode_b
+        return model.encode_a, model.encode_b, tower_vocabulary(model)
     if os.path.exists(os.path.join(model_dir, "saved_model.pb")):
         loaded = tf.saved_model.load(model_dir)
         if not hasattr(loaded, "encode_a"):
             raise UsageError(f"{model_dir!r} is not a dual-encoder SavedModel "
                              "(no encode_a signature)")
+        vocabulary_size = TOKENS["vocabulary_size"]
+        results_file = os.path.join(os.path.dirname(os.path.normpath(model_dir)), "results.json")
+        if os.path.exists(results_file):
+            with open(results_file) as handle:
+                vocabulary_size = json.load(handle).get("vocabulary_size", vocabulary_size)
         return (lambda tokens: loaded.encode_a(tf.constant(tokens)),
-                lambda tokens: loaded.encode_b(tf.constant(tokens)))
+                lambda tokens: loaded.encode_b(tf.constant(tokens)), vocabulary_size)
     raise UsageError(f"{model_dir!r} holds neither model.keras nor a SavedModel")
 
 
@@ -122,13 +146,14 @@ def evaluate_dual(args, model=None):
     """
     split = {"seed": args.seed or 0, "train_size": args.train_size}
     if model is None:
-        encode_a, encode_b = _load_dual_encoder(args.model_dir)
+        encode_a, encode_b, vocabulary_size = _load_dual_encoder(args.model_dir)
         results_file = os.path.join(args.model_dir, "results.json")
     else:
         if not isinstance(model, models.DualEncoder):
             raise UsageError(f"--preset {args.preset!r} is not a dual encoder; --dataset "
                              "wordnet scores dual encoders")
         encode_a, encode_b = model.encode_a, model.encode_b
+        vocabulary_size = tower_vocabulary(model)
         folder = (models.preset_folder(args.preset)
                   if args.preset in models.list_presets() else args.preset)
         results_file = os.path.join(folder, "metadata.json")
@@ -138,7 +163,7 @@ def evaluate_dual(args, model=None):
         stored = stored.get("split", stored)
         split = {name: stored.get(name, split[name]) for name in split}
     _, held_out = wordnet_split(split["train_size"], split["seed"])
-    recall = _held_out_recall(encode_a, encode_b, held_out)
+    recall = held_out_recall(encode_a, encode_b, held_out, vocabulary_size)
     print(json.dumps({"recall_at_1": recall[1], "recall_at_5": recall[5],
                       "held_out_pairs": len(held_out), **split}))
     return 0

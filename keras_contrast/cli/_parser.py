@@ -79,7 +79,12 @@ def add_train_arguments(train):
     train.add_argument("--strategy", default="mirrored", choices=("mirrored", "multiworker"),
                        help="multiworker: MultiWorkerMirroredStrategy from TF_CONFIG")
     train.add_argument("--norm", default=None, help="backbone normalization (e.g. sync, batch)")
-    train.add_argument("--width", type=int, default=None, help="ResNet base width override")
+    train.add_argument("--width", type=int, default=None,
+                       help="ResNet base width override; --model dual: the text towers' width "
+                       "(default: the preset's, 256)")
+    train.add_argument("--vocabulary-size", type=int, default=None,
+                       help="--model dual: hashed-token vocabulary of the towers (default: the "
+                       "preset's, 32768; the embeddings hold vocabulary x width weights each)")
     train.add_argument("--temperature", type=float, default=0.2)
     add_optimizer_arguments(train)
     train.add_argument("--queue-size", type=int, default=None,

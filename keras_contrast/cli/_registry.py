@@ -67,7 +67,7 @@ MODELS = {
     # --loss siglip: the dual encoder with SigLIP's learnable bias and
     # initialisation (τ = 0.1, b = -10).
     "dual": ModelSpec("DualEncoder", ("clip", "siglip"), "clip", "dual_encoder_small", "text",
-                      dataset="wordnet", requirements=("matplotlib",),
+                      dataset="wordnet", requirements=("matplotlib",), options=("vocabulary_size",),
                       loss_presets={"siglip": "siglip_dual_encoder_small"}),
 }
 # What `train` imports beyond the library: the `cli` extra of setup.cfg.

@@ -27,7 +27,7 @@ def validate_train(args):
     _check_model(args)
     check_positive(args, "epochs", "batch_size", "chunk_size", "replicas", "temperature",
                    "learning_rate", "train_size", "knn_k", "knn_every", "image_size",
-                   "queue_size", "steps_per_epoch")
+                   "queue_size", "steps_per_epoch", "width", "vocabulary_size")
     if args.weight_decay is not None and not args.weight_decay >= 0:
         raise UsageError(f"--weight-decay must be >= 0, got {args.weight_decay}")
     _check_model_options(args)
@@ -84,6 +84,11 @@ def _check_model_options(args):
     """`--queue-size`, `--momentum` and `--shuffle-bn` against `--model`."""
     if args.queue_size is not None:
         _needs_model(args, "queue_size")
+    if args.vocabulary_size is not None:
+        _needs_model(args, "vocabulary_size")
+        if args.vocabulary_size < 2:
+            raise UsageError(f"--vocabulary-size must be >= 2 (id 0 is the padding), got "
+                             f"{args.vocabulary_size}")
     if args.momentum is not None:
         _needs_model(args, "momentum")
         if not 0.0 <= args.momentum <= 1.0:

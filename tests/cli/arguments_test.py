@@ -49,6 +49,10 @@ from tests.cli.processes import run
         (["--model", "moco", "--momentum", "1.5"], "--momentum must lie in [0, 1]"),
         (["--model", "mocov3", "--shuffle-bn"], "--shuffle-bn needs --model simclr or moco"),
         (["--weight-decay", "-1"], "--weight-decay must be >= 0"),
+        (["--vocabulary-size", "512"], "--vocabulary-size needs --model dual"),
+        (["--model", "dual", "--dataset", "wordnet", "--vocabulary-size", "1"],
+         "--vocabulary-size must be >= 2 (id 0 is the padding), got 1"),
+        (["--width", "0"], "--width must be > 0, got 0"),
         (["--optimizer", "adam"], "argument --optimizer: invalid choice: 'adam'"),
         # The former test hook is gone: the resume test kills the process from outside.
         (["--interrupt-after-epoch", "1"], "unrecognized arguments: --interrupt-after-epoch"),

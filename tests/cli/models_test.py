@@ -45,14 +45,23 @@ def test_replicas_with_gradient_cache_and_a_progress_bar_on_a_terminal(tmp_path)
                     reason="Debian's wordnet-base is not installed")
 def test_dual_encoder_on_wordnet_under_two_replicas(tmp_path, capsys):
     out = str(tmp_path / "dual")
+    # A smaller tokenizer and towers than the preset's: evaluate must hash
+    # the held-out texts into the model's 4096 ids, also from the SavedModel.
     completed = run("train", "--model", "dual", "--dataset", "wordnet", "--epochs", "1",
                     "--batch-size", "64", "--train-size", "1200", "--replicas", "2",
-                    "--verbose", "0", "--out", out)
+                    "--vocabulary-size", "4096", "--width", "32", "--verbose", "0", "--out", out)
     assert completed.returncode == 0, completed.stderr[-3000:]
     results = json.load(open(os.path.join(out, "results.json")))
     assert 0.0 <= results["recall_at_1"] <= results["recall_at_5"] <= 1.0
     assert results["held_out_pairs"] == 120
+    assert results["vocabulary_size"] == 4096
+    import keras
     import tensorflow as tf
+
+    trained = keras.models.load_model(os.path.join(out, "model.keras"))
+    (embedding,) = [layer for layer in trained.tower_a.layers
+                    if isinstance(layer, keras.layers.Embedding)]
+    assert (embedding.input_dim, embedding.output_dim) == (4096, 32)
 
     loaded = tf.saved_model.load(os.path.join(out, "saved_model"))
     tokens = np.ones((2, 32), np.int32)

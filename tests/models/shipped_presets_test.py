@@ -48,12 +48,14 @@ def test_card_numbers_are_reproduced(name):
         assert f"{100 * stored['metrics']['knn_accuracy']:.2f} %" in card
     else:
         from keras_contrast.cli._datasets import wordnet_split
+        from keras_contrast.cli._dual import tower_vocabulary
         from keras_contrast.data import hash_tokens
         from keras_contrast.data import retrieval_recall
 
         _, held_out = wordnet_split(stored["split"]["train_size"], stored["split"]["seed"])
-        queries = hash_tokens([p["gloss"] for p in held_out])
-        keys = hash_tokens([p["key"] for p in held_out])
+        vocabulary = tower_vocabulary(model)
+        queries = hash_tokens([p["gloss"] for p in held_out], vocabulary)
+        keys = hash_tokens([p["key"] for p in held_out], vocabulary)
         recall = retrieval_recall(np.asarray(model.encode_a(queries)),
                                   np.asarray(model.encode_b(keys)))
         for k in (1, 5):
