@@ -75,6 +75,17 @@ PRESETS = {
         model_args=dict(projection_dims=(4096, 4096, 256), prediction_dims=(4096, 256),
                         momentum=0.99, projection_norm="sync"),
     ),
+    "mocov3_vit_mini": dict(
+        description="MoCo v3 for CPU: a ViT of width 64, depth 6, 4 heads, MLP 256, patch 4 "
+                    "(a 7x7 grid) on 28x28x1 (Fashion-MNIST), frozen random patch projection, "
+                    "sin-cos positions, projector (256, 256, 64), predictor (256, 64).",
+        model=MoCoV3, backbone=ViTBackbone,
+        backbone_args=dict(variant="tiny", hidden_dim=64, depth=6, num_heads=4, mlp_dim=256,
+                           image_size=28, patch_size=4, num_channels=1,
+                           freeze_patch_projection=True, position_embedding="sincos"),
+        model_args=dict(projection_dims=(256, 256, 64), prediction_dims=(256, 64),
+                        momentum=0.99, projection_norm="sync"),
+    ),
     "dual_encoder_small": dict(
         description="Dual encoder for text pairs (e.g. WordNet gloss <-> words): two "
                     "towers of hashed-token embeddings (vocabulary 32768, 32 tokens, "

@@ -21,9 +21,18 @@ def test_each_model_names_a_library_class_its_presets_and_losses(name):
     assert spec.default_preset in registry.presets_of(name)
     assert spec.default_loss in spec.losses
     assert set(spec.losses) <= set(registry.LOSSES)
-    parameters = inspect.signature(model_class.__init__).parameters
-    for option in spec.options:  # the command line passes them to the constructor
+    parameters = set(inspect.signature(model_class.__init__).parameters)
+    if spec.backbone == "text":
+        # from_preset shapes the dual encoders' text towers with these.
+        parameters |= {"vocabulary_size", "sequence_length", "width"}
+    for option in spec.options:  # the command line passes them to from_preset
         assert option in parameters, (name, option)
+    if spec.backbone == "text":
+        from keras_contrast.models import from_preset
+
+        model = from_preset(spec.default_preset, vocabulary_size=11, width=4, sequence_length=3)
+        embedding = model.tower_a.layers[1]
+        assert (embedding.input_dim, embedding.output_dim) == (11, 4)
     assert set(spec.requirements) <= set(registry.REQUIREMENTS)
 
 
