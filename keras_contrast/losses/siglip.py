@@ -22,6 +22,7 @@ from keras_contrast.losses.contrastive_loss import per_sample_loss
 from keras_contrast.losses.global_batch import GlobalBatch
 from keras_contrast.losses.global_batch import compute_dtype
 from keras_contrast.losses.global_batch import prepare_embeddings
+from keras_contrast.losses.tiled import padded_tiles
 
 _NAME = "SigLIPLoss"
 
@@ -62,22 +63,26 @@ def tiled_sigmoid_pair_sum(anchors, candidates, temperature, bias, row_ids, colu
     """
     dtype = anchors.dtype
     num_columns = tf.shape(candidates)[0]
-    num_tiles = (num_columns + tile_size - 1) // tile_size
     dim = candidates.shape[-1]
+    zero = tf.zeros([], dtype)
 
     @tf.custom_gradient
     def pair_sum(a, c, tau, b):
+        # Tiles of the static size tile_size (XLA), the padding masked.
+        num_tiles, padded, ids = padded_tiles(c, tile_size, column_ids)
+
         def tile(j):
             start = j * tile_size
-            size = tf.minimum(tile_size, num_columns - start)
-            columns = c[start:start + size]
+            columns = tf.slice(padded, [start, 0], [tile_size, -1])
             logits = tf.matmul(a, columns, transpose_b=True) / tau + b
-            pairs = _pair_mask(row_ids, column_ids[start:start + size])
-            return columns, logits, pairs
+            pairs = _pair_mask(row_ids, tf.slice(ids, [start], [tile_size]))
+            real = (start + tf.range(tile_size) < num_columns)[None, :]
+            return columns, logits, pairs, real
 
         def forward(j, total):
-            _, logits, pairs = tile(j)
-            return j + 1, total + tf.reduce_sum(tf.nn.softplus(-_signed(pairs, logits)), axis=1)
+            _, logits, pairs, real = tile(j)
+            terms = tf.where(real, tf.nn.softplus(-_signed(pairs, logits)), zero)
+            return j + 1, total + tf.reduce_sum(terms, axis=1)
 
         _, result = tf.while_loop(
             lambda j, _: j < num_tiles, forward,
@@ -85,23 +90,23 @@ def tiled_sigmoid_pair_sum(anchors, candidates, temperature, bias, row_ids, colu
 
         def gradient(upstream):
             def backward(j, grad_a, grad_tau, grad_b, grad_c):
-                columns, logits, pairs = tile(j)
+                columns, logits, pairs, real = tile(j)
                 # d_ij = -z_ij σ(-z_ij ℓ_ij), times g_i.
-                weighted = upstream[:, None] * -_signed(pairs, tf.sigmoid(-_signed(pairs, logits)))
+                weighted = tf.where(real, upstream[:, None] * -_signed(
+                    pairs, tf.sigmoid(-_signed(pairs, logits))), zero)
                 grad_a += tf.matmul(weighted, columns) / tau
                 grad_tau -= tf.reduce_sum(weighted * (logits - b)) / tau
                 grad_b += tf.reduce_sum(weighted)
                 grad_c = grad_c.write(j, tf.matmul(weighted, a, transpose_a=True) / tau)
                 return j + 1, grad_a, grad_tau, grad_b, grad_c
 
-            columns_gradient = tf.TensorArray(dtype, size=num_tiles, infer_shape=False,
-                                              element_shape=tf.TensorShape([None, dim]))
-            zero = tf.zeros([], dtype)
+            columns_gradient = tf.TensorArray(dtype, size=num_tiles,
+                                              element_shape=tf.TensorShape([tile_size, dim]))
             _, grad_a, grad_tau, grad_b, columns_gradient = tf.while_loop(
                 lambda j, *_: j < num_tiles, backward,
                 (tf.constant(0), tf.zeros_like(a), zero, zero, columns_gradient),
                 parallel_iterations=1)
-            return grad_a, columns_gradient.concat(), grad_tau, grad_b
+            return grad_a, columns_gradient.concat()[:num_columns], grad_tau, grad_b
 
         return result, gradient
 

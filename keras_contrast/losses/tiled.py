@@ -28,20 +28,33 @@ from keras_contrast.api_export import keras_contrast_export
 from keras_contrast.losses._checks import check_tile_size
 
 
-def _excluded(anchors, excluded_columns, anchor_labels, candidate_labels, start, size):
-    """bool `(b, size)`: the tile's columns left out of each row's sum."""
+def _excluded(anchors, excluded_columns, anchor_labels, candidate_labels, start, size,
+              num_columns):
+    """bool `(b, size)`: the tile's columns left out of each row's sum (and
+    the padding columns at and past `num_columns`)."""
     tile_columns = start + tf.range(size)
-    mask = None
+    mask = tf.broadcast_to(tile_columns[None, :] >= num_columns, [tf.shape(anchors)[0], size])
     for excluded in excluded_columns:
-        hit = excluded[:, None] == tile_columns[None, :]
-        mask = hit if mask is None else tf.logical_or(mask, hit)
+        mask = tf.logical_or(mask, excluded[:, None] == tile_columns[None, :])
     if anchor_labels is not None:
-        tile_labels = candidate_labels[start:start + size]
-        same = anchor_labels[:, None] == tile_labels[None, :]
-        mask = same if mask is None else tf.logical_or(mask, same)
-    if mask is None:
-        mask = tf.zeros([tf.shape(anchors)[0], size], tf.bool)
+        tile_labels = tf.slice(candidate_labels, [start], [size])
+        mask = tf.logical_or(mask, anchor_labels[:, None] == tile_labels[None, :])
     return mask
+
+
+def padded_tiles(candidates, tile_size, *columns):
+    """`(num_tiles, candidates, *columns)` with the rows padded by zeros to
+    `num_tiles · tile_size`, so every tile has the static size `tile_size`.
+
+    XLA needs static sizes in a loop body (a last tile of
+    `num_columns - start` columns is a dynamic `Range`/slice, which
+    `jit_compile=True` and TPUs refuse); the padding columns are masked."""
+    num_columns = tf.shape(candidates)[0]
+    num_tiles = (num_columns + tile_size - 1) // tile_size
+    padding = num_tiles * tile_size - num_columns
+    padded = [tf.pad(candidates, [[0, padding], [0, 0]])]
+    padded += [None if c is None else tf.pad(c, [[0, padding]]) for c in columns]
+    return (num_tiles, *padded)
 
 
 @keras_contrast_export("keras_contrast.losses.tiled_logsumexp")
@@ -75,18 +88,19 @@ def tiled_logsumexp(anchors, candidates, temperature, excluded_columns, tile_siz
     zero = tf.constant(0.0, dtype)
     excluded_columns = [tf.convert_to_tensor(c, tf.int32) for c in excluded_columns]
     num_columns = tf.shape(candidates)[0]
-    num_tiles = (num_columns + tile_size - 1) // tile_size
     dim = candidates.shape[-1]
 
     @tf.custom_gradient
     def logsumexp(a, c, tau):
+        num_tiles, padded, labels = padded_tiles(c, tile_size, candidate_labels)
+
         def tile(j):
             """Tile j's columns, logits and mask of excluded entries."""
             start = j * tile_size
-            size = tf.minimum(tile_size, num_columns - start)
-            columns = c[start:start + size]
+            columns = tf.slice(padded, [start, 0], [tile_size, -1])
             logits = tf.matmul(a, columns, transpose_b=True) / tau
-            mask = _excluded(a, excluded_columns, anchor_labels, candidate_labels, start, size)
+            mask = _excluded(a, excluded_columns, anchor_labels, labels, start, tile_size,
+                             num_columns)
             return columns, logits, mask
 
         def forward(j, running_max, running_sum):
@@ -125,15 +139,15 @@ def tiled_logsumexp(anchors, candidates, temperature, excluded_columns, tile_siz
                     grad_c = grad_c.write(j, tf.matmul(weighted, a, transpose_a=True) / tau)
                 return j + 1, grad_a, grad_tau, grad_c
 
-            columns_gradient = tf.TensorArray(dtype, size=num_tiles, infer_shape=False,
-                                              element_shape=tf.TensorShape([None, dim]))
+            columns_gradient = tf.TensorArray(dtype, size=num_tiles,
+                                              element_shape=tf.TensorShape([tile_size, dim]))
             _, grad_a, grad_tau, columns_gradient = tf.while_loop(
                 lambda j, *_: j < num_tiles, backward,
                 (tf.constant(0), tf.zeros_like(a), tf.zeros([], dtype), columns_gradient),
                 parallel_iterations=1,
             )
             grad_tau -= tf.reduce_sum(weight * lse) / tau
-            grad_c = (columns_gradient.concat() if candidate_gradient
+            grad_c = (columns_gradient.concat()[:num_columns] if candidate_gradient
                       else tf.zeros_like(candidates))
             return grad_a, grad_c, grad_tau
 
