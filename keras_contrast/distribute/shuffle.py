@@ -194,6 +194,12 @@ def shuffle_across_replicas(x, seed):
         y = tf.convert_to_tensor(y)
         if y.shape.rank == 0:
             raise ValueError("`y` must have a batch axis, got a scalar.")
+        if None not in (y.shape[0], x.shape[0]) and y.shape[0] != x.shape[0]:
+            # The static counterpart of the assertion below, which XLA drops.
+            raise ValueError(
+                f"unshuffle expects as many rows as shuffle_across_replicas returned "
+                f"({x.shape[0]}), got `y` with {y.shape[0]}."
+            )
         size_checked = tf.debugging.assert_equal(
             tf.shape(y, out_type=tf.int32)[0],
             local_batch,

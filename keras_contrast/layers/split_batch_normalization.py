@@ -3,6 +3,7 @@
 import numbers
 
 import keras
+import numpy as np
 import tensorflow as tf
 
 from keras_contrast.api_export import keras_contrast_export
@@ -236,6 +237,17 @@ class SplitBatchNormalization(keras.layers.Layer):
                 raise ValueError(
                     f"`domain` has {domain.shape[0]} ids but `inputs` has "
                     f"{inputs.shape[0]} samples: one id per sample is needed."
+                )
+        static = None if isinstance(domain, tf.Variable) else tf.get_static_value(domain)
+        if static is not None:
+            # The static counterpart of the range assertions below, which
+            # XLA drops (docs/checks.md).
+            outside = np.asarray(static).reshape(-1)
+            outside = outside[(outside < 0) | (outside >= self.num_domains)]
+            if outside.size:
+                raise ValueError(
+                    f"`domain` ids must be in [0, num_domains={self.num_domains}), got "
+                    f"{outside[0]}."
                 )
         domain = tf.cast(domain, tf.int32)
         if rank == 0:

@@ -102,13 +102,12 @@ def train(name, jit_compile, tile=None, grad_cache=False):
     return initial, final, [v.path for v in model.variables], trainer.jit_compile
 
 
-def assert_same_training(name, tile=None, grad_cache=False):
-    initial, expected, paths, jit = train(name, False, tile, grad_cache)
-    assert not jit
-    _, actual, _, jit = train(name, True, tile, grad_cache)
-    assert jit, "Keras turned XLA off"
+def assert_close_training(initial, expected, actual, paths, relative=1e-3, floor=1e-5):
+    """Each float variable of `actual` is within `relative` of its own update
+    (`expected - initial`) of `expected`, or `floor` · the largest |weight|;
+    integer variables are equal; some variable moved."""
     floats = [e for e in expected if e.dtype.kind == "f" and e.size]
-    floor = 1e-5 * max(float(np.max(np.abs(e))) for e in floats)
+    floor = floor * max(float(np.max(np.abs(e))) for e in floats)
     moved = 0
     for start, a, e, path in zip(initial, actual, expected, paths):
         if not e.size:
@@ -119,8 +118,16 @@ def assert_same_training(name, tile=None, grad_cache=False):
         update = float(np.max(np.abs(e - start)))
         moved += update > 0
         difference = float(np.max(np.abs(a - e)))
-        assert difference <= max(1e-3 * update, floor), (path, difference, update, floor)
+        assert difference <= max(relative * update, floor), (path, difference, update, floor)
     assert moved
+
+
+def assert_same_training(name, tile=None, grad_cache=False):
+    initial, expected, paths, jit = train(name, False, tile, grad_cache)
+    assert not jit
+    _, actual, _, jit = train(name, True, tile, grad_cache)
+    assert jit, "Keras turned XLA off"
+    assert_close_training(initial, expected, actual, paths)
 
 
 MODELS = ["simclr", "simclr:shuffle_bn", "moco", "mocov3", "dual:clip", "dual:siglip"]
