@@ -76,6 +76,7 @@ bench: $(STAMP)
 	$(PY) benchmarks/siglip_bench.py
 	$(PY) benchmarks/input_pipeline.py
 	$(PY) benchmarks/knn_memory.py
+	$(PY) benchmarks/accelerator_bench.py --smoke --output benchmarks/results/accelerator_cpu_smoke.json
 
 # The experiments of examples/ (full runs, ~150-170 min on 2 cores; tables and plots in
 # examples/results/), then any test marked slow (pytest's exit 5: none collected).
