@@ -22,6 +22,7 @@ from keras_contrast.cli._factories import make_strategy
 from keras_contrast.cli._plots import write_plots
 from keras_contrast.cli._summary import closing_summary
 from keras_contrast.cli._summary import fit_verbosity
+from keras_contrast.data import wordnet
 
 
 def train_dual(args):
@@ -47,7 +48,7 @@ def train_dual(args):
         raise UsageError(f"--batch-size {args.batch_size} exceeds the WordNet pairs")
     towers = {name: getattr(args, name) for name in ("vocabulary_size", "width")
               if getattr(args, name) is not None}
-    vocabulary_size = towers.get("vocabulary_size", TOKENS["vocabulary_size"])
+    vocabulary_size = towers.get("vocabulary_size", VOCABULARY_SIZE)
     queries = data.hash_tokens([p["gloss"] for p in train_pairs], vocabulary_size)
     keys = data.hash_tokens([p["key"] for p in train_pairs], vocabulary_size)
     order = np.concatenate(batches)
@@ -88,8 +89,8 @@ def train_dual(args):
     return 0
 
 
-# The presets' tokenizer (keras_contrast.data.hash_tokens' defaults).
-TOKENS = {"vocabulary_size": 32768, "sequence_length": 32}
+# The presets' tokenizer: keras_contrast.data.hash_tokens' defaults.
+VOCABULARY_SIZE = wordnet.VOCABULARY_SIZE
 
 
 def tower_vocabulary(model):
@@ -97,10 +98,10 @@ def tower_vocabulary(model):
     Embedding's `input_dim` (the tokenizer must not hash past it)."""
     embeddings = [layer for layer in model.tower_a.layers
                   if isinstance(layer, keras.layers.Embedding)]
-    return embeddings[0].input_dim if embeddings else TOKENS["vocabulary_size"]
+    return embeddings[0].input_dim if embeddings else VOCABULARY_SIZE
 
 
-def held_out_recall(encode_a, encode_b, held_out, vocabulary_size=TOKENS["vocabulary_size"]):
+def held_out_recall(encode_a, encode_b, held_out, vocabulary_size=VOCABULARY_SIZE):
     """Recall@k of retrieving each held-out key from its gloss, the texts
     hashed into `vocabulary_size` ids."""
     queries = data.hash_tokens([p["gloss"] for p in held_out], vocabulary_size)
@@ -121,7 +122,7 @@ def _load_dual_encoder(model_dir):
         if not hasattr(loaded, "encode_a"):
             raise UsageError(f"{model_dir!r} is not a dual-encoder SavedModel "
                              "(no encode_a signature)")
-        vocabulary_size = TOKENS["vocabulary_size"]
+        vocabulary_size = VOCABULARY_SIZE
         results_file = os.path.join(os.path.dirname(os.path.normpath(model_dir)), "results.json")
         if os.path.exists(results_file):
             with open(results_file) as handle:

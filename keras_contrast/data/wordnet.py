@@ -138,8 +138,13 @@ def check_vocabulary_size(vocabulary_size):
         )
 
 
+# hash_tokens' defaults, also the dual-encoder presets' tokenizer (the CLI reads them).
+VOCABULARY_SIZE = 32768
+SEQUENCE_LENGTH = 32
+
+
 @keras_contrast_export("keras_contrast.data.hash_tokens")
-def hash_tokens(texts, vocabulary_size=32768, sequence_length=32):
+def hash_tokens(texts, vocabulary_size=VOCABULARY_SIZE, sequence_length=SEQUENCE_LENGTH):
     """Word-hashing tokenizer: lower-cased words (letters and digits) →
     ids in `[1, vocabulary_size)` by CRC-32, padded with 0 / truncated to
     `sequence_length`. No vocabulary file, nothing downloaded.

@@ -9,6 +9,8 @@ import keras
 
 from keras_contrast.api_export import keras_contrast_export
 from keras_contrast.checks import check_positive_int
+from keras_contrast.data.wordnet import SEQUENCE_LENGTH
+from keras_contrast.data.wordnet import VOCABULARY_SIZE
 from keras_contrast.data.wordnet import check_vocabulary_size
 from keras_contrast.models.dual_encoder import DualEncoder
 from keras_contrast.models.moco import MoCo
@@ -104,7 +106,8 @@ PRESETS = {
 }
 
 
-def _text_tower(name, vocabulary_size=32768, sequence_length=32, width=256):
+def _text_tower(name, vocabulary_size=VOCABULARY_SIZE, sequence_length=SEQUENCE_LENGTH,
+                width=256):
     """Token ids `(batch, sequence_length)` (0 = padding) → `(batch, width)`."""
     check_vocabulary_size(vocabulary_size)
     for argument, value in (("sequence_length", sequence_length), ("width", width)):
