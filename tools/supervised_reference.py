@@ -104,7 +104,10 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--budget-seconds", type=float, required=True)
     parser.add_argument("--width", type=int, default=8)
-    parser.add_argument("--train-size", type=int, default=None)
+    parser.add_argument("--train-size", type=int, default=None,
+                        help="train on (and use as the kNN bank) the first N training images")
+    parser.add_argument("--test-size", type=int, default=None,
+                        help="score on the first N test images (default: all 10,000)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--probe-epochs", type=int, default=30)
     parser.add_argument("--out", required=True)
@@ -114,6 +117,7 @@ def main(argv=None):
     keras.utils.set_random_seed(args.seed)
     (x, y), (xt, yt) = load_fashion_mnist()
     x, y = x[:args.train_size], y[:args.train_size]
+    xt, yt = xt[:args.test_size], yt[:args.test_size]
     run = plan(args, x, y)
     # Epochs of at most one pass; the planned steps rounded up to a whole
     # number of equal epochs (at most epochs - 1 extra steps).
@@ -126,7 +130,7 @@ def main(argv=None):
         done = int(json.load(open(os.path.join(backup, "training_metadata.json")))["epoch"])
     started = time.time()
     model.fit(batches(x, y, args.seed, epochs * per_epoch, done * per_epoch), epochs=epochs,
-              steps_per_epoch=per_epoch, verbose=2,
+              steps_per_epoch=per_epoch, verbose=2, shuffle=False,
               callbacks=[keras.callbacks.BackupAndRestore(backup)])
     seconds = time.time() - started
     bank, test = (x[..., None] / 255.0, y), (xt[..., None] / 255.0, yt)

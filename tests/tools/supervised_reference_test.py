@@ -45,7 +45,7 @@ def test_bad_arguments(argv, tmp_path):
 
 def test_a_short_run_writes_the_plan_and_the_reference(tmp_path):
     reference.main(["--budget-seconds", "4", "--width", "2", "--train-size", "512",
-                    "--probe-epochs", "1", "--out", str(tmp_path)])
+                    "--test-size", "500", "--probe-epochs", "1", "--out", str(tmp_path)])
     plan = json.loads((tmp_path / "plan.json").read_text())
     assert plan["total_steps"] == max(2, int(4 / plan["step_seconds"]))
     (result,) = json.loads((tmp_path / "reference.json").read_text())
