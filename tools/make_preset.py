@@ -12,6 +12,13 @@ on the subset shipped for tests (`tests/data/fashion_mnist_subset.npz`),
 and writes `keras_contrast/presets/NAME/` with `save_to_preset`: config,
 weights, `metadata.json` (task, data, metrics, command, compute) and a
 model card generated from those numbers.
+
+    python tools/make_preset.py --refresh NAME [--references FILE.json] \
+        [--compute-note "..."] [--limits "..."]
+
+rewrites the shipped preset NAME from its own folder: the same model and
+scores, with the given fields of its metadata replaced, saved again with
+the current `save_to_preset` (new sha256) and its card rendered again.
 """
 
 import argparse
@@ -155,17 +162,52 @@ def card(name, metadata):
     return "\n".join(lines)
 
 
+def write(model, name, metadata):
+    """Saves `model` as the shipped preset `name` with `metadata`, and its card."""
+    folder = os.path.join(preset_files.SHIPPED_DIR, name)
+    preset_files.save_folder(model, folder, metadata=metadata, card="(written below)\n",
+                             overwrite=True)
+    stored = json.load(open(os.path.join(folder, preset_files.METADATA_FILE)))
+    stored["weight_bytes"] = stored["weights"][preset_files.WEIGHTS_FILE]["bytes"]
+    with open(os.path.join(folder, preset_files.CARD_FILE), "w") as handle:
+        handle.write(card(name, stored))
+    return folder
+
+
+def refresh(name, references=None, compute_note=None, limits=None):
+    """Saves the shipped preset `name` again, with these metadata fields replaced."""
+    folder = os.path.join(preset_files.SHIPPED_DIR, name)
+    metadata = preset_files.read_metadata(folder)
+    for key in ("format_version", "min_library_version", "weights", "class_name",
+                "keras_version"):
+        metadata.pop(key, None)
+    if references is not None:
+        metadata["references"] = json.load(open(references))
+    if compute_note is not None:
+        metadata["compute"]["note"] = compute_note
+    if limits is not None:
+        metadata["limits"] = limits
+    return write(models.from_preset(name), name, metadata)
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("run_dir")
-    parser.add_argument("name")
-    parser.add_argument("--description", required=True)
+    parser.add_argument("run_dir", nargs="?")
+    parser.add_argument("name", nargs="?")
+    parser.add_argument("--refresh", metavar="NAME", default=None)
+    parser.add_argument("--description")
     parser.add_argument("--goals", default="{}", help="JSON {metric: goal}")
     parser.add_argument("--references", default=None,
                         help="JSON file: [{name, knn_accuracy, linear_probe_accuracy, ...}]")
     parser.add_argument("--compute-note", default="")
     parser.add_argument("--limits", default=None)
     args = parser.parse_args(argv)
+    if args.refresh:
+        print(refresh(args.refresh, args.references,
+                      None if args.compute_note == "" else args.compute_note, args.limits))
+        return 0
+    if not (args.run_dir and args.name and args.description):
+        parser.error("RUN_DIR, NAME and --description are needed (or --refresh NAME)")
     results = json.load(open(os.path.join(args.run_dir, "results.json")))
     model = keras.models.load_model(os.path.join(args.run_dir, "model.keras"), safe_mode=True)
     dual = isinstance(model, models.DualEncoder)
@@ -192,13 +234,7 @@ def main(argv=None):
         metadata["split"] = {"seed": results.get("seed", 0), "train_size": results.get("train_size")}
     if args.limits:
         metadata["limits"] = args.limits
-    folder = os.path.join(preset_files.SHIPPED_DIR, args.name)
-    preset_files.save_folder(model, folder, metadata=metadata, card="(written below)\n",
-                             overwrite=True)
-    stored = json.load(open(os.path.join(folder, preset_files.METADATA_FILE)))
-    stored["weight_bytes"] = stored["weights"][preset_files.WEIGHTS_FILE]["bytes"]
-    with open(os.path.join(folder, preset_files.CARD_FILE), "w") as handle:
-        handle.write(card(args.name, stored))
+    folder = write(model, args.name, metadata)
     print(json.dumps({"folder": folder, "metrics": metrics, "subset": subset}, indent=1))
     return 0
 

@@ -231,6 +231,33 @@ def build_trainer(args, strategy, image_shape, total_steps):
     return model, trainer
 
 
+class HistoryCSV(keras.callbacks.CSVLogger):
+    """Keras' `CSVLogger` with columns for `always` from the first epoch.
+
+    `CSVLogger` fixes its columns at the first epoch's logs, which lack
+    `knn_accuracy` when `--knn-every` > 1 (and a resumed run's first epoch
+    may lack it while the header it appends to holds it): those values were
+    dropped. Missing values are written as `NA`, as `CSVLogger` does.
+
+    Args:
+        filename: the CSV file.
+        append: append to an existing file (a resumed run).
+        always: log names that get a column whether or not the first epoch
+            logs them.
+    """
+
+    def __init__(self, filename, append=False, always=("knn_accuracy",)):
+        super().__init__(filename, append=append)
+        self.always = tuple(always)
+
+    def on_epoch_end(self, epoch, logs=None):
+        if self.keys is None:
+            logs = dict(logs or {})
+            for key in self.always:
+                logs.setdefault(key, "NA")
+        super().on_epoch_end(epoch, logs)
+
+
 def training_callbacks(args, model, strategy, run, monitor, norms):
     """The callbacks of `fit`: kNN monitor, replica BN averaging, CSV log,
     gradient norms, TensorBoard (chief) and the backup, in that order."""
@@ -244,8 +271,7 @@ def training_callbacks(args, model, strategy, run, monitor, norms):
         keras.callbacks.LambdaCallback(
             on_epoch_end=lambda epoch, logs=None: kc_layers.average_replica_statistics(
                 model, strategy)),
-        keras.callbacks.CSVLogger(os.path.join(args.out, run.history_csv),
-                                  append=run.initial_epoch > 0),
+        HistoryCSV(os.path.join(args.out, run.history_csv), append=run.initial_epoch > 0),
         norms,
     ]
     if run.chief:

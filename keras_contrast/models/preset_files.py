@@ -4,8 +4,11 @@ a model card.
 A preset folder holds
 
 - `config.json`: `keras.saving.serialize_keras_object(model)`, with the
-  model's build config, so deserialising it builds the model;
-- `model.weights.h5`: `model.save_weights(...)`;
+  model's build config, so deserialising it builds the model, and without
+  its compile config: a preset is an architecture and its variables, and
+  whoever loads it compiles it for their own task;
+- `model.weights.h5`: the model's variables (`save_weights` of the model
+  uncompiled: no optimizer state);
 - `metadata.json`: the preset format version, the minimum library version,
   the sha256 and size of every weight file, and what the saver adds (task,
   data, metrics, command, compute);
@@ -25,6 +28,7 @@ import re
 import warnings
 
 import keras
+import numpy as np
 
 CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "model.weights.h5"
@@ -156,6 +160,7 @@ def load_folder(folder, preset, load_weights=True, overrides=None):
     with open(os.path.join(folder, CONFIG_FILE)) as handle:
         config = json.load(handle)
     overrides = dict(overrides or {})
+    config.pop("compile_config", None)  # folders written before it was left out
     config = apply_overrides(config, overrides, preset)
     weights = os.path.join(folder, WEIGHTS_FILE)
     if load_weights:
@@ -204,6 +209,28 @@ def default_card(name, metadata):
     return "\n".join(lines) + "\n"
 
 
+def _model_variables_only(model, config):
+    """`model`, or where it is compiled an uncompiled twin holding its values
+    (`config`: the model's, without compile config).
+
+    Keras' `save_weights` also writes a compiled model's optimizer state
+    (AdamW: two moments per variable, three times the model's size), which a
+    preset neither needs nor loads; Keras has no public switch to leave it
+    out, so the values go into a twin built from the same config.
+    """
+    if getattr(model, "optimizer", None) is None:
+        return model
+    twin = keras.saving.deserialize_keras_object(config, safe_mode=False)
+    if not twin.built or [tuple(v.shape) for v in twin.variables] != [
+            tuple(v.shape) for v in model.variables]:
+        raise ValueError(f"save_to_preset cannot rebuild {type(model).__name__} from its config "
+                         "with the same variables; it needs get_config / build_config that "
+                         "recreate every variable.")
+    for target, source in zip(twin.variables, model.variables):
+        target.assign(np.asarray(source))
+    return twin
+
+
 def save_folder(model, folder, metadata=None, card=None, overwrite=False):
     """Writes a preset folder (see `keras_contrast.models.save_to_preset`)."""
     if not isinstance(model, keras.Model):
@@ -230,11 +257,12 @@ def save_folder(model, folder, metadata=None, card=None, overwrite=False):
     except TypeError as error:
         raise TypeError(f"metadata must be JSON-serialisable: {error}") from None
     config = keras.saving.serialize_keras_object(model)
+    config.pop("compile_config", None)
     os.makedirs(folder, exist_ok=True)
     with open(os.path.join(folder, CONFIG_FILE), "w") as handle:
         json.dump(config, handle, indent=1)
     weights = os.path.join(folder, WEIGHTS_FILE)
-    model.save_weights(weights, overwrite=True)
+    _model_variables_only(model, config).save_weights(weights, overwrite=True)
     metadata.update(
         format_version=FORMAT_VERSION, min_library_version=library_version(),
         class_name=type(model).__name__, keras_version=keras.__version__,

@@ -120,3 +120,26 @@ def test_plots_read_the_whole_run_from_the_csv_log(tmp_path):
     cli.write_plots(str(tmp_path), merged, {"grad_inf_norm/first": [1.0, 2.0]}, results)
     for name in ("loss.png", "knn.png", "grad_norms.png"):
         assert (tmp_path / name).stat().st_size > 1000
+
+
+def test_the_csv_log_keeps_a_knn_monitor_that_skips_the_first_epoch(tmp_path):
+    # --knn-every 2: epoch 0 logs no kNN; Keras' CSVLogger fixed its columns
+    # there and dropped every later kNN value (and a resumed run whose first
+    # epoch is a kNN epoch appended columns that did not fit the header).
+    from keras_contrast import cli
+    from keras_contrast.cli._train import HistoryCSV
+
+    path = str(tmp_path / "history_0.csv")
+    epochs = [{"loss": 3.0}, {"loss": 2.0, "knn_accuracy": 0.5}, {"loss": 1.5},
+              {"loss": 1.0, "knn_accuracy": 0.75}]
+    for first, last, append in ((0, 2, False), (2, 4, True)):  # the second resumes at epoch 2
+        logger = HistoryCSV(path, append=append)
+        logger.on_train_begin()
+        for epoch in range(first, last):
+            logger.on_epoch_end(epoch, dict(epochs[epoch]))
+        logger.on_train_end()
+    rows = open(path).read().splitlines()
+    assert rows[0].split(",")[:3] == ["epoch", "knn_accuracy", "loss"]
+    assert [row.split(",")[1] for row in rows[1:]] == ["NA", "0.5", "NA", "0.75"]
+    assert cli.read_history(path, {}) == {"knn_accuracy": [0.5, 0.75],
+                                          "loss": [3.0, 2.0, 1.5, 1.0]}

@@ -233,3 +233,29 @@ def test_cli_evaluate_preset(tmp_path, capsys):
             (["evaluate", "--preset", "nope", "--dataset", "digits"], "Unknown preset 'nope'")):
         assert cli.main(argv) == 2
         assert message in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("kind", ["simclr", "dual"])
+def test_a_compiled_model_saves_its_variables_without_the_optimizer(kind, tmp_path):
+    # Keras' save_weights writes a compiled model's optimizer state too
+    # (AdamW: 3x the file); a preset holds the model's variables only.
+    import h5py
+
+    model = small(kind)
+    model.compile(optimizer=keras.optimizers.AdamW(1e-3))
+    model.optimizer.build(model.trainable_variables)
+    state = [np.asarray(v).copy() for v in model.variables]
+    folder = save_to_preset(model, str(tmp_path / "p"))
+    with h5py.File(os.path.join(folder, "model.weights.h5")) as handle:
+        assert "optimizer" not in handle
+        stored = []
+        handle.visititems(lambda name, item: stored.append(item.size * item.dtype.itemsize)
+                          if isinstance(item, h5py.Dataset) else None)
+    assert sum(stored) == sum(v.size * v.dtype.itemsize for v in state)
+    loaded = from_preset(folder)
+    assert_same_state(model, loaded)
+    for before, variable in zip(state, model.variables):  # the model itself is untouched
+        np.testing.assert_array_equal(np.asarray(variable), before)
+    assert model.optimizer is not None
+    assert "compile_config" not in json.load(open(os.path.join(folder, "config.json")))
+    assert getattr(loaded, "optimizer", None) is None  # loaded uncompiled, for the user's own compile

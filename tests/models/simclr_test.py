@@ -106,11 +106,13 @@ def test_grad_cache_step_equals_chunked_reference():
         value = loss(None, tf.concat(outputs, axis=0))
     expected = tape.gradient(value, reference.trainable_weights)
     cached = GradCache(model, num_chunks=2)
-    cached.compile(optimizer=keras.optimizers.SGD(1.0), loss=losses.InfoNCE(0.2))
-    before = [v.numpy() for v in model.trainable_weights]
+    cached.compile(optimizer=test_case.GradientRecorder(), loss=losses.InfoNCE(0.2))
     cached.fit(x, batch_size=8, shuffle=False, verbose=0)
-    for after, start, gradient in zip(model.trainable_weights, before, expected):
-        test_case.assert_all_close(start - after.numpy(), gradient.numpy(), rtol=1e-4)
+    # The chunked step sums each gradient in another order than the tape
+    # (float32, oneDNN kernels that differ between CPUs): entries near zero
+    # differ by a few 1e-6 of the largest gradient, hence atol_scale=1e-5.
+    for actual, gradient in zip(cached.optimizer.gradients(), expected):
+        test_case.assert_all_close(actual, gradient.numpy(), rtol=1e-4, atol_scale=1e-5)
 
 
 def test_rejects_bad_views():
