@@ -139,7 +139,14 @@ def card(name, metadata):
                   f"`keras-contrast evaluate --preset {name} --dataset wordnet` reproduces "
                   "them.", ""]
     curve = metadata.get("curve", [])
-    if curve:
+    if curve and metadata["task"] != "image":
+        lines += ["## Recall per epoch", "",
+                  "Held-out recall after each epoch (the pairs above), and the training loss:",
+                  "", "| epoch | recall@1 | recall@5 | loss |", "|---|---|---|---|"]
+        lines += [f"| {row['epoch'] + 1} | {percent(row.get('recall_at_1'))} | "
+                  f"{percent(row.get('recall_at_5'))} | {row['loss']:.4f} |" for row in curve]
+        lines.append("")
+    elif curve:
         lines += ["## Accuracy per epoch", "",
                   "kNN monitored during training (bank: the first 10,000 training images; "
                   "the first 2,000 test images), and the training loss:", "",
@@ -218,8 +225,10 @@ def main(argv=None):
         "data": "wordnet" if dual else "fashion_mnist", "licence": None,
         "metrics": metrics, "goals": json.loads(args.goals),
         "references": json.load(open(args.references)) if args.references else [],
-        "curve": [{"epoch": int(r["epoch"]), "loss": r["loss"],
-                   "knn_accuracy": r.get("knn_accuracy")} for r in history],
+        "curve": [dict({"epoch": int(r["epoch"]), "loss": r["loss"]},
+                       **({"recall_at_1": r.get("recall_at_1"),
+                           "recall_at_5": r.get("recall_at_5")} if dual
+                          else {"knn_accuracy": r.get("knn_accuracy")})) for r in history],
         "command": results["command"].replace(os.path.join(ROOT, "keras_contrast/__main__.py"),
                                               "keras-contrast"),
         "compute": {"train_seconds": results["train_seconds"], "note": args.compute_note,

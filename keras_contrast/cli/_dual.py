@@ -19,6 +19,7 @@ from keras_contrast.cli._errors import UsageError
 from keras_contrast.cli._factories import make_loss
 from keras_contrast.cli._factories import make_optimizer
 from keras_contrast.cli._factories import make_strategy
+from keras_contrast.cli._plots import read_history
 from keras_contrast.cli._plots import write_plots
 from keras_contrast.cli._summary import closing_summary
 from keras_contrast.cli._summary import fit_verbosity
@@ -65,23 +66,36 @@ def train_dual(args):
     # Batches of the packer, in order (none repeats a word across synsets).
     dataset = tf.data.Dataset.from_tensor_slices(
         ((queries[order], keys[order]),)).batch(args.batch_size, drop_remainder=True)
+    from keras_contrast.cli._train import HistoryCSV  # _train imports this module
+    from keras_contrast.cli._train import _Run
+
+    run = _Run.start(args)
+    callbacks = [
+        HeldOutRecallMonitor(held_out, vocabulary_size),
+        HistoryCSV(os.path.join(args.out, run.history_csv), append=run.initial_epoch > 0,
+                   always=("recall_at_1", "recall_at_5")),
+        # Last: a run killed after an epoch's backup resumes from it (the
+        # same batches every epoch, so the resumed run is the uninterrupted one).
+        keras.callbacks.BackupAndRestore(run.backup_dir),
+    ]
     started = time.time()
     history = model.fit(dataset, epochs=args.epochs, verbose=fit_verbosity(args.verbose),
                         shuffle=False,  # the packer's order; Keras would only warn
-                        callbacks=[keras.callbacks.CSVLogger(os.path.join(args.out,
-                                                                          "history_0.csv"))])
+                        callbacks=callbacks)
     seconds = time.time() - started
     recall = held_out_recall(model.encode_a, model.encode_b, held_out, vocabulary_size)
     results = {"recall_at_1": recall[1], "recall_at_5": recall[5], "held_out_pairs": len(held_out),
                "chance_at_1": 1.0 / len(held_out), "train_seconds": seconds,
                "final_loss": history.history["loss"][-1], "command": " ".join(sys.argv),
                "seed": args.seed, "train_size": args.train_size,
+               "initial_epoch": run.initial_epoch,
                "vocabulary_size": vocabulary_size}
     export.export_dual_encoder(model, os.path.join(args.out, "saved_model"))
     model.save(os.path.join(args.out, "model.keras"))
     with open(os.path.join(args.out, "results.json"), "w") as handle:
         json.dump(results, handle, indent=2)
-    write_plots(args.out, history.history, {})
+    write_plots(args.out, read_history(os.path.join(args.out, run.history_csv),
+                                       history.history), {})
     print(f"Held-out retrieval of {len(held_out)} WordNet pairs: recall@1 {recall[1]:.3f}, "
           f"recall@5 {recall[5]:.3f} (chance@1 {1.0 / len(held_out):.4f}); "
           f"training took {seconds:.0f} s")
@@ -99,6 +113,27 @@ def tower_vocabulary(model):
     embeddings = [layer for layer in model.tower_a.layers
                   if isinstance(layer, keras.layers.Embedding)]
     return embeddings[0].input_dim if embeddings else VOCABULARY_SIZE
+
+
+class HeldOutRecallMonitor(keras.callbacks.Callback):
+    """Adds recall@1/5 on the held-out pairs to every epoch's logs
+    (`recall_at_1`, `recall_at_5`): the retrieval curve of a dual run.
+
+    Args:
+        held_out: the held-out pairs (`gloss`, `key`).
+        vocabulary_size: the towers' hashed-token vocabulary.
+    """
+
+    def __init__(self, held_out, vocabulary_size):
+        super().__init__()
+        self.held_out = held_out
+        self.vocabulary_size = vocabulary_size
+
+    def on_epoch_end(self, epoch, logs=None):
+        recall = held_out_recall(self.model.encode_a, self.model.encode_b, self.held_out,
+                                 self.vocabulary_size)
+        if logs is not None:
+            logs["recall_at_1"], logs["recall_at_5"] = recall[1], recall[5]
 
 
 def held_out_recall(encode_a, encode_b, held_out, vocabulary_size=VOCABULARY_SIZE):

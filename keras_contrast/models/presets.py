@@ -246,7 +246,9 @@ def save_to_preset(model, folder, metadata=None, card=None, overwrite=False):
     """Writes a built model as a preset folder that `from_preset` loads.
 
     The folder receives `config.json` (the model's Keras config, with its
-    build config), `model.weights.h5`, `metadata.json` (`metadata` plus the
+    build config and without its compile config), `model.weights.h5` (the
+    model's variables; a compiled model's optimizer state is left out),
+    `metadata.json` (`metadata` plus the
     preset format version, the minimum library version, the Keras version
     and the sha256 and size of the weights) and `README.md` (`card`, or one
     listing the metadata).

@@ -82,6 +82,41 @@ def test_dual_encoder_on_wordnet_under_two_replicas(tmp_path, capsys):
         assert scores["recall_at_5"] == pytest.approx(results["recall_at_5"])
 
 
+@pytest.mark.skipif(not os.path.exists("/usr/share/wordnet/data.noun"),
+                    reason="Debian's wordnet-base is not installed")
+def test_dual_encoder_resumes_and_logs_held_out_recall_per_epoch(tmp_path):
+    import signal
+
+    from tests.cli.processes import kill_after_epoch
+
+    full, resumed = str(tmp_path / "full"), str(tmp_path / "resumed")
+    arguments = ["train", "--model", "dual", "--dataset", "wordnet", "--epochs", "2",
+                 "--batch-size", "64", "--train-size", "640", "--vocabulary-size", "512",
+                 "--width", "8", "--verbose", "0"]
+    completed = run(*arguments, "--out", full)
+    assert completed.returncode == 0, completed.stderr[-3000:]
+    results = json.load(open(os.path.join(full, "results.json")))
+    import csv
+
+    rows = list(csv.DictReader(open(os.path.join(full, "history_0.csv"))))
+    assert [int(row["epoch"]) for row in rows] == [0, 1]
+    # The last epoch's monitor is the run's final held-out recall.
+    assert float(rows[-1]["recall_at_1"]) == pytest.approx(results["recall_at_1"])
+    assert float(rows[-1]["recall_at_5"]) == pytest.approx(results["recall_at_5"])
+    # Killed from outside after epoch 1's backup: the rerun resumes there and
+    # ends with the uninterrupted run's weights and CSV rows.
+    killed, recorded, stderr = kill_after_epoch([*arguments, "--out", resumed],
+                                                os.path.join(resumed, "backup", "worker_0"))
+    assert killed == -signal.SIGKILL and recorded == 1, stderr
+    again = run(*arguments, "--out", resumed)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert json.load(open(os.path.join(resumed, "results.json")))["initial_epoch"] == 1
+    for a, b in zip(final_weights(resumed), final_weights(full)):
+        np.testing.assert_array_equal(a, b)
+    assert open(os.path.join(resumed, "history_0.csv")).read() == \
+        open(os.path.join(full, "history_0.csv")).read()
+
+
 # slow: ~25-45 s, nearly all fixed cost of a child process (imports ~14 s,
 # WordNet, the preset's 2 x 32768-token towers saved as a 200 MB .keras
 # file and a SavedModel); the registry, preset and model tests cover the

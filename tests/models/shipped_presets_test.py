@@ -17,6 +17,27 @@ SHIPPED = preset_files.shipped_presets()
 WEIGHT_BUDGET = 20 * 10**6
 
 
+HELD_OUT = os.path.join(test_case.ROOT, "tests", "data", "wordnet_held_out.json")
+
+
+def held_out_pairs():
+    """The held-out WordNet pairs of the dual presets' split, shipped for
+    tests (tools/write_wordnet_held_out.py) so no WordNet install is needed."""
+    with open(HELD_OUT) as handle:
+        return json.load(handle)
+
+
+@pytest.mark.skipif(not os.path.exists("/usr/share/wordnet/data.noun"),
+                    reason="needs WordNet (apt install wordnet-base)")
+def test_the_shipped_held_out_pairs_are_the_split_of_the_cli():
+    from keras_contrast.cli._datasets import wordnet_split
+
+    shipped = held_out_pairs()
+    _, held_out = wordnet_split(shipped["train_size"], shipped["seed"])
+    assert shipped["pairs"] == [{"gloss": p["gloss"], "key": p["key"]} for p in held_out]
+    assert "Princeton University" in shipped["licence"]
+
+
 def metadata(name):
     with open(os.path.join(SHIPPED[name], preset_files.METADATA_FILE)) as handle:
         return json.load(handle)
@@ -47,12 +68,13 @@ def test_card_numbers_are_reproduced(name):
         assert f"{100 * expected:.2f} %" in card
         assert f"{100 * stored['metrics']['knn_accuracy']:.2f} %" in card
     else:
-        from keras_contrast.cli._datasets import wordnet_split
         from keras_contrast.cli._dual import tower_vocabulary
         from keras_contrast.data import hash_tokens
         from keras_contrast.data import retrieval_recall
 
-        _, held_out = wordnet_split(stored["split"]["train_size"], stored["split"]["seed"])
+        shipped = held_out_pairs()
+        assert stored["split"] == {"seed": shipped["seed"], "train_size": shipped["train_size"]}
+        held_out = shipped["pairs"]
         vocabulary = tower_vocabulary(model)
         queries = hash_tokens([p["gloss"] for p in held_out], vocabulary)
         keys = hash_tokens([p["key"] for p in held_out], vocabulary)
