@@ -9,6 +9,7 @@ import tensorflow as tf
 
 from keras_contrast import distribute
 from keras_contrast.cli import _registry as registry
+from keras_contrast.cli._errors import UsageError
 from keras_contrast.optimizers import LARS
 from keras_contrast.optimizers import WarmupCosineDecay
 from keras_contrast.optimizers import is_bias_or_norm
@@ -99,8 +100,12 @@ def preset_overrides(args, image_shape, total_steps):
     if registry.MODELS[args.model].backbone == "resnet":
         overrides["input_shape"] = image_shape
     else:
+        patch_size = args.patch_size or max(1, image_shape[0] // 7)
+        if image_shape[0] % patch_size:
+            raise UsageError(f"--patch-size {patch_size} must divide the image size "
+                             f"{image_shape[0]}")
         overrides.update(image_size=image_shape[0], num_channels=image_shape[2],
-                         patch_size=max(1, image_shape[0] // 7), total_steps=total_steps)
+                         patch_size=patch_size, total_steps=total_steps)
     if args.norm:
         overrides["norm"] = args.norm
     if args.width:

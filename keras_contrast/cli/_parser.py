@@ -85,6 +85,10 @@ def add_train_arguments(train):
     train.add_argument("--vocabulary-size", type=int, default=None,
                        help="--model dual: hashed-token vocabulary of the towers (default: the "
                        "preset's, 32768; the embeddings hold vocabulary x width weights each)")
+    train.add_argument("--patch-size", type=int, default=None,
+                       help="--model mocov3: the ViT's patch size, dividing the image size "
+                       "(default: image size // 7, a 7x7 grid; tokens, and so time, grow with "
+                       "the square of the grid)")
     train.add_argument("--temperature", type=float, default=0.2)
     add_optimizer_arguments(train)
     train.add_argument("--queue-size", type=int, default=None,

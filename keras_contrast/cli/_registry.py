@@ -62,7 +62,7 @@ MODELS = {
     "moco": ModelSpec("MoCo", ("infonce", "dcl"), "infonce", "moco_resnet_tiny", "resnet",
                       options=("queue_size", "momentum", "shuffle_bn")),
     "mocov3": ModelSpec("MoCoV3", ("mocov3",), "mocov3", "mocov3_vit_tiny", "vit",
-                        options=("momentum",)),
+                        options=("momentum", "patch_size")),
     # No TensorBoard callback: its training loop logs only the CSV.
     # --loss siglip: the dual encoder with SigLIP's learnable bias and
     # initialisation (τ = 0.1, b = -10).

@@ -11,6 +11,11 @@ from keras_contrast.cli._errors import UsageError
 from keras_contrast.models.presets import PRESETS
 
 
+# The image size of the in-memory datasets (--image-size unset); a streamed
+# dataset's is known once it is opened (checked then, in preset_overrides).
+IN_MEMORY_IMAGE_SIZES = {"fashion_mnist": 28, "digits": 8}
+
+
 def validate_train(args):
     """Checks the `train` arguments and fills in the per-model defaults.
 
@@ -27,7 +32,7 @@ def validate_train(args):
     _check_model(args)
     check_positive(args, "epochs", "batch_size", "chunk_size", "replicas", "temperature",
                    "learning_rate", "train_size", "knn_k", "knn_every", "image_size",
-                   "queue_size", "steps_per_epoch", "width", "vocabulary_size")
+                   "queue_size", "steps_per_epoch", "width", "vocabulary_size", "patch_size")
     if args.weight_decay is not None and not args.weight_decay >= 0:
         raise UsageError(f"--weight-decay must be >= 0, got {args.weight_decay}")
     _check_model_options(args)
@@ -89,6 +94,11 @@ def _check_model_options(args):
         if args.vocabulary_size < 2:
             raise UsageError(f"--vocabulary-size must be >= 2 (id 0 is the padding), got "
                              f"{args.vocabulary_size}")
+    if args.patch_size is not None:
+        _needs_model(args, "patch_size")
+        size = args.image_size or IN_MEMORY_IMAGE_SIZES.get(args.dataset)
+        if size is not None and size % args.patch_size:
+            raise UsageError(f"--patch-size {args.patch_size} must divide the image size {size}")
     if args.momentum is not None:
         _needs_model(args, "momentum")
         if not 0.0 <= args.momentum <= 1.0:

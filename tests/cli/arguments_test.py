@@ -53,6 +53,12 @@ from tests.cli.processes import run
         (["--model", "dual", "--dataset", "wordnet", "--vocabulary-size", "1"],
          "--vocabulary-size must be >= 2 (id 0 is the padding), got 1"),
         (["--width", "0"], "--width must be > 0, got 0"),
+        (["--patch-size", "7"], "--patch-size needs --model mocov3"),
+        (["--model", "mocov3", "--patch-size", "0"], "--patch-size must be > 0, got 0"),
+        (["--model", "mocov3", "--patch-size", "5"],
+         "--patch-size 5 must divide the image size 28"),
+        (["--model", "mocov3", "--dataset", "digits", "--patch-size", "3"],
+         "--patch-size 3 must divide the image size 8"),
         (["--optimizer", "adam"], "argument --optimizer: invalid choice: 'adam'"),
         # The former test hook is gone: the resume test kills the process from outside.
         (["--interrupt-after-epoch", "1"], "unrecognized arguments: --interrupt-after-epoch"),

@@ -284,3 +284,28 @@ def test_shuffle_bn_reaches_the_model(model, tmp_path):
     built = models.from_preset(args.preset, **overrides)
     assert type(built).__name__ == {"simclr": "SimCLR", "moco": "MoCo"}[model]
     assert built.shuffle_bn is True
+
+
+def test_patch_size_reaches_the_vit(tmp_path):
+    from keras_contrast import cli
+    from keras_contrast import models
+
+    def grid(*options, shape=(28, 28, 1)):
+        args = cli.build_parser().parse_args(["train", "--model", "mocov3", "--preset",
+                                              "mocov3_vit_mini", *options,
+                                              "--out", str(tmp_path)])
+        cli.validate_train(args)
+        model = models.from_preset(args.preset, **cli.preset_overrides(args, shape, 10))
+        model.build((None, 2) + shape)
+        # The patch projection: a convolution with kernel = stride = patch size.
+        tokens = model.encoder.get_layer("tokens").num_patches
+        return tuple(model.encoder.patch_projection.kernel.shape[:2]), tokens
+
+    assert grid() == ((4, 4), 49)  # the default 7x7 grid
+    assert grid("--patch-size", "7") == ((7, 7), 16)
+    assert grid("--patch-size", "14") == ((14, 14), 4)
+    # A streamed dataset's size is known once opened: checked in preset_overrides.
+    args = cli.build_parser().parse_args(["train", "--model", "mocov3", "--patch-size", "5",
+                                          "--out", str(tmp_path)])
+    with pytest.raises(cli.UsageError, match="--patch-size 5 must divide the image size 32"):
+        cli.preset_overrides(args, (32, 32, 3), 10)
