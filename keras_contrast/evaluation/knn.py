@@ -221,6 +221,21 @@ def _features(features, name):
     return features
 
 
+def _unit_rows(features):
+    """`features` as float32 rows of unit L2 norm.
+
+    `tf.math.l2_normalize` multiplies by an approximate `rsqrt` whose
+    vectorised and scalar paths differ on some CPUs (AVX-512: a one-hot row
+    became 0.9999999 or 1 depending on its position), so equal rows could
+    get unequal similarities and ties would depend on where a row sits in
+    the bank. Dividing by the correctly rounded `sqrt` (same epsilon, 1e-12)
+    gives every equal row the same values.
+    """
+    features = tf.cast(tf.constant(features), tf.float32)
+    squares = tf.reduce_sum(tf.square(features), axis=1, keepdims=True)
+    return features / tf.sqrt(tf.maximum(squares, 1e-12))
+
+
 def _top_k(queries, bank_chunks, k):
     """The `k` largest cosine similarities of each query row over all
     bank chunks, and their labels, in descending order.
@@ -315,7 +330,7 @@ def knn_predict(train_features, train_labels, test_features, k=200, temperature=
         )
     labels = check_labels(train_labels, len(train_features), "`train_labels`", num_classes)
     num_classes = num_classes or int(labels.max()) + 1
-    train = tf.math.l2_normalize(tf.constant(train_features, tf.float32), axis=1)
+    train = _unit_rows(train_features)
     labels = tf.constant(labels, tf.int32)
     n = int(train.shape[0])
     k = min(k, n)
@@ -325,7 +340,7 @@ def knn_predict(train_features, train_labels, test_features, k=200, temperature=
         bank_chunks = [(train[start : start + bank_chunk_size],
                         labels[start : start + bank_chunk_size])
                        for start in range(0, n, bank_chunk_size)]
-    test = tf.math.l2_normalize(tf.constant(test_features, tf.float32), axis=1)
+    test = _unit_rows(test_features)
     scores = [_votes(test[start : start + chunk_size], bank_chunks, k, temperature, num_classes)
               for start in range(0, int(test.shape[0]), chunk_size)]
     return np.concatenate(scores) if scores else np.zeros((0, num_classes), "float32")
@@ -345,7 +360,7 @@ class _Bank:
         self._pending, self._pending_labels, self._pending_rows = [], [], 0
 
     def add(self, features, labels):
-        features = tf.cast(tf.math.l2_normalize(tf.constant(features), axis=1), self.dtype)
+        features = tf.cast(_unit_rows(features), self.dtype)
         self._pending.append(features)
         self._pending_labels.append(tf.constant(labels, tf.int32))
         self._pending_rows += len(labels)
@@ -427,7 +442,7 @@ def streaming_knn_accuracy(encoder, bank, split, k, temperature, chunk_size):
                 f"bank's {bank.dimension}; both splits must pass through the same encoder "
                 "(same input shape)."
             )
-        queries = tf.math.l2_normalize(tf.constant(features), axis=1)
+        queries = _unit_rows(features)
         votes = _votes(queries, bank.chunks, k, temperature, num_classes)
         correct += int(np.sum(np.argmax(votes, axis=1) == labels))
         total += len(labels)

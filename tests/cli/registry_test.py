@@ -25,6 +25,9 @@ def test_each_model_names_a_library_class_its_presets_and_losses(name):
     if spec.backbone == "text":
         # from_preset shapes the dual encoders' text towers with these.
         parameters |= {"vocabulary_size", "sequence_length", "width"}
+    if spec.backbone == "vit":
+        # from_preset passes the ViT's arguments on to the backbone.
+        parameters |= set(inspect.signature(models.ViTBackbone.__init__).parameters)
     for option in spec.options:  # the command line passes them to from_preset
         assert option in parameters, (name, option)
     if spec.backbone == "text":
