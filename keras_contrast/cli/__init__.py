@@ -12,7 +12,7 @@ is written.
 Modules (all internal, `_`-prefixed, except `entry`): `_startup` (imported
 first: TensorFlow's start-up kept off stderr), `entry` (`main`), `_parser`,
 `_registry` (models, losses, presets), `_validation`, `_datasets`,
-`_factories`, `_train`, `_dual`, `_evaluate`, `_export`, `_plots`,
+`_factories`, `_runs`, `_train`, `_dual`, `_evaluate`, `_export`, `_plots`,
 `_summary`; `_train.train`, `_evaluate.evaluate` and
 `_export.export_command` run the three commands.
 """

@@ -21,6 +21,8 @@ from keras_contrast.cli._factories import make_optimizer
 from keras_contrast.cli._factories import make_strategy
 from keras_contrast.cli._plots import read_history
 from keras_contrast.cli._plots import write_plots
+from keras_contrast.cli._runs import HistoryCSV
+from keras_contrast.cli._runs import Run
 from keras_contrast.cli._summary import closing_summary
 from keras_contrast.cli._summary import fit_verbosity
 from keras_contrast.data import wordnet
@@ -66,10 +68,7 @@ def train_dual(args):
     # Batches of the packer, in order (none repeats a word across synsets).
     dataset = tf.data.Dataset.from_tensor_slices(
         ((queries[order], keys[order]),)).batch(args.batch_size, drop_remainder=True)
-    from keras_contrast.cli._train import HistoryCSV  # _train imports this module
-    from keras_contrast.cli._train import _Run
-
-    run = _Run.start(args)
+    run = Run.start(args)
     callbacks = [
         HeldOutRecallMonitor(held_out, vocabulary_size),
         HistoryCSV(os.path.join(args.out, run.history_csv), append=run.initial_epoch > 0,
@@ -99,7 +98,7 @@ def train_dual(args):
     print(f"Held-out retrieval of {len(held_out)} WordNet pairs: recall@1 {recall[1]:.3f}, "
           f"recall@5 {recall[5]:.3f} (chance@1 {1.0 / len(held_out):.4f}); "
           f"training took {seconds:.0f} s")
-    print(closing_summary(args.out, args.out, "history_0.csv", args.dataset, exportable=False))
+    print(closing_summary(args.out, args.out, run.history_csv, args.dataset, exportable=False))
     return 0
 
 

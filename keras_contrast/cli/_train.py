@@ -26,8 +26,9 @@ from keras_contrast.cli._factories import make_optimizer
 from keras_contrast.cli._factories import make_strategy
 from keras_contrast.cli._factories import optimizer_settings
 from keras_contrast.cli._factories import preset_overrides
-from keras_contrast.cli._factories import task_index
 from keras_contrast.cli._plots import read_history
+from keras_contrast.cli._runs import HistoryCSV
+from keras_contrast.cli._runs import Run
 from keras_contrast.cli._plots import write_plots
 from keras_contrast.cli._summary import closing_summary
 from keras_contrast.cli._summary import fit_verbosity
@@ -65,35 +66,6 @@ def train(args):
     return train_images(args)
 
 
-@dataclasses.dataclass(frozen=True)
-class _Run:
-    """Where this process of the run writes, and the epoch it starts at."""
-
-    index: int  # the worker's index in TF_CONFIG
-    chief: bool  # writes the plots, results.json and TensorBoard logs
-    backup_dir: str
-    model_dir: str  # model.keras and saved_model/
-    initial_epoch: int  # > 0: resumed from the backup
-
-    @classmethod
-    def start(cls, args):
-        index, _ = task_index()
-        chief = args.strategy != "multiworker" or index == 0
-        os.makedirs(args.out, exist_ok=True)
-        backup_dir = os.path.join(args.out, "backup", f"worker_{index}")
-        initial_epoch = 0
-        metadata = os.path.join(backup_dir, "training_metadata.json")
-        if os.path.exists(metadata):
-            with open(metadata) as handle:
-                initial_epoch = int(json.load(handle)["epoch"])
-        model_dir = args.out if chief else os.path.join(args.out, f"worker_{index}")
-        return cls(index, chief, backup_dir, model_dir, initial_epoch)
-
-    @property
-    def history_csv(self):
-        return f"history_{self.index}.csv"
-
-
 def train_images(args):
     """`train` of the image models (`simclr`, `moco`, `mocov3`), after
     `validate_train`; see `train`."""
@@ -116,7 +88,7 @@ def train_images(args):
     if args.deterministic:
         # Same run, same bits: a resumed run then equals the uninterrupted one.
         tf.config.experimental.enable_op_determinism()
-    run = _Run.start(args)
+    run = Run.start(args)
     model, trainer = build_trainer(args, strategy, images.image_shape,
                                    args.epochs * steps_per_epoch)
     monitor = monitor_splits(images)
@@ -229,33 +201,6 @@ def build_trainer(args, strategy, image_shape, total_steps):
         trainer.compile(optimizer=make_optimizer(args, total_steps, model.trainable_variables),
                         loss=make_loss(args))
     return model, trainer
-
-
-class HistoryCSV(keras.callbacks.CSVLogger):
-    """Keras' `CSVLogger` with columns for `always` from the first epoch.
-
-    `CSVLogger` fixes its columns at the first epoch's logs, which lack
-    `knn_accuracy` when `--knn-every` > 1 (and a resumed run's first epoch
-    may lack it while the header it appends to holds it): those values were
-    dropped. Missing values are written as `NA`, as `CSVLogger` does.
-
-    Args:
-        filename: the CSV file.
-        append: append to an existing file (a resumed run).
-        always: log names that get a column whether or not the first epoch
-            logs them.
-    """
-
-    def __init__(self, filename, append=False, always=("knn_accuracy",)):
-        super().__init__(filename, append=append)
-        self.always = tuple(always)
-
-    def on_epoch_end(self, epoch, logs=None):
-        if self.keys is None:
-            logs = dict(logs or {})
-            for key in self.always:
-                logs.setdefault(key, "NA")
-        super().on_epoch_end(epoch, logs)
 
 
 def training_callbacks(args, model, strategy, run, monitor, norms):

@@ -127,7 +127,7 @@ def test_the_csv_log_keeps_a_knn_monitor_that_skips_the_first_epoch(tmp_path):
     # there and dropped every later kNN value (and a resumed run whose first
     # epoch is a kNN epoch appended columns that did not fit the header).
     from keras_contrast import cli
-    from keras_contrast.cli._train import HistoryCSV
+    from keras_contrast.cli._runs import HistoryCSV
 
     path = str(tmp_path / "history_0.csv")
     epochs = [{"loss": 3.0}, {"loss": 2.0, "knn_accuracy": 0.5}, {"loss": 1.5},
